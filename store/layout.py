@@ -1,0 +1,219 @@
+"""The on-disk layout of a store: one folder per run, append-only Parquet segments.
+
+DuckDB allows one read-write process per database file and no reader while a writer
+holds it (DESIGN.md), while the trainer, the dashboard and a launched rerun run at the
+same time. So nothing here keeps a ``.duckdb`` file open: each run writes Parquet
+segments into its own folder, and readers query them with DuckDB's ``read_parquet``::
+
+    <store>/store.json                      format marker and schema version
+    <store>/runs/<run_id>/run.json          metadata: config, status, progress, lineage
+    <store>/runs/<run_id>/samples.parquet   sample_id, label, original_label, label_noisy
+    <store>/runs/<run_id>/<table>/part-r<rank>-<seq>.parquet   live segments
+    <store>/runs/<run_id>/<table>.parquet   one sorted file per table once compacted
+    <store>/runs/<run_id>/summary.parquet   per-sample summary, materialised at the end
+    <store>/datasets/<key>.parquet          the inputs of a task, for showing samples
+
+Every file is written under a ``*.tmp`` name that no reader lists and then moved into
+place with ``os.replace`` (atomic on POSIX), so a reader sees a file whole or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from store import migrations
+from store.errors import RunNotFoundError, StoreError
+from store.schema import SAMPLES, SEGMENT_TABLES
+
+logger = logging.getLogger(__name__)
+
+STORE_MARKER = "store.json"
+RUN_STATUSES = ("running", "finished", "failed")
+DEFAULT_STORE = "trainmap_runs"
+
+
+def default_store_path() -> Path:
+    """``$TRAINMAP_STORE`` if set, else ``./trainmap_runs``."""
+    return Path(os.environ.get("TRAINMAP_STORE") or DEFAULT_STORE)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    """Sortable by creation time, unique across processes: ``20261124-123005-3fa9c1``."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+class Store:
+    """A folder of runs. Cheap to construct; opens no database file.
+
+    ``Store(path)`` reads an existing store (or a folder that is not one yet, which then
+    simply holds no runs); ``Store(path, create=True)`` creates or migrates it for writing.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, create: bool = False):
+        self.root = Path(root) if root is not None else default_store_path()
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(
+                f"store path {str(self.root)!r} is a file; expected a directory "
+                "(pass --store DIR or set TRAINMAP_STORE to a folder)"
+            )
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+            migrations.migrate(self.root)
+        elif (self.root / STORE_MARKER).exists():
+            migrations.check_readable(self.root)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # -- runs -----------------------------------------------------------------------
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise RunNotFoundError(f"invalid run id {run_id!r}")
+        path = self.runs_dir / run_id
+        if not (path / "run.json").exists():
+            raise RunNotFoundError(
+                f"no run {run_id!r} in store {str(self.root)!r} "
+                "(list the runs with `trainmap runs`)"
+            )
+        return path
+
+    def run_ids(self) -> list[str]:
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.runs_dir.iterdir() if (p / "run.json").exists())
+
+    def run_info(self, run_id: str) -> dict[str, Any]:
+        path = self.run_dir(run_id) / "run.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
+
+    def create_run(
+        self,
+        *,
+        name: str,
+        task: str,
+        model: str,
+        seed: int | None = None,
+        config: dict[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        curriculum: str | None = None,
+        max_epochs: int | None = None,
+        world_size: int = 1,
+        run_id: str | None = None,
+    ) -> str:
+        """Create a run folder with status ``running`` and return its id."""
+        migrations.migrate(self.root)
+        run_id = run_id or new_run_id()
+        path = self.runs_dir / run_id
+        path.mkdir(parents=True, exist_ok=False)
+        info = {
+            "run_id": run_id,
+            "name": name,
+            "task": task,
+            "model": model,
+            "seed": seed,
+            "config": config or {},
+            "status": "running",
+            "created_at": utc_now(),
+            "updated_at": utc_now(),
+            "finished_at": None,
+            "error": None,
+            "epochs_done": 0,
+            "max_epochs": max_epochs,
+            "world_size": world_size,
+            "parent_run_id": parent_run_id,
+            "curriculum": curriculum,
+            "pid": os.getpid(),
+        }
+        write_json_atomic(path / "run.json", info)
+        return run_id
+
+    def update_run(self, run_id: str, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into run.json (only the writing process calls this)."""
+        if "status" in fields and fields["status"] not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}, got {fields['status']!r}")
+        info = self.run_info(run_id)
+        info.update(fields)
+        info["updated_at"] = utc_now()
+        write_json_atomic(self.run_dir(run_id) / "run.json", info)
+        return info
+
+    def delete_run(self, run_id: str) -> None:
+        shutil.rmtree(self.run_dir(run_id))
+
+    # -- writing --------------------------------------------------------------------
+
+    def write_samples(self, run_id: str, table: pa.Table) -> None:
+        table = table.select(SAMPLES.names).cast(SAMPLES)
+        write_parquet_atomic(self.run_dir(run_id) / "samples.parquet", table)
+
+    def write_segment(self, run_id: str, table_name: str, table: pa.Table, part: str) -> Path:
+        """Append one segment (e.g. one epoch of one rank) to a run's table."""
+        schema = SEGMENT_TABLES[table_name]
+        table = table.select(schema.names).cast(schema)
+        folder = self.run_dir(run_id) / table_name
+        folder.mkdir(exist_ok=True)
+        path = folder / f"part-{part}.parquet"
+        write_parquet_atomic(path, table)
+        return path
+
+    def write_dataset(self, key: str, table: pa.Table) -> Path:
+        """Store a task's inputs once per store (``sample_id``, ``x``: list of floats)."""
+        folder = self.root / "datasets"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{key}.parquet"
+        if not path.exists():
+            write_parquet_atomic(path, table)
+        return path
+
+    def dataset_path(self, key: str) -> Path:
+        return self.root / "datasets" / f"{key}.parquet"
+
+    # -- reading --------------------------------------------------------------------
+
+    def table_files(self, run_id: str, table_name: str) -> list[Path]:
+        """The Parquet files that hold a run's table right now (compacted or live)."""
+        if table_name not in SEGMENT_TABLES:
+            raise ValueError(f"unknown table {table_name!r}; expected one of {list(SEGMENT_TABLES)}")
+        run_path = self.run_dir(run_id)
+        compacted = run_path / f"{table_name}.parquet"
+        if compacted.exists():
+            return [compacted]
+        folder = run_path / table_name
+        if not folder.is_dir():
+            return []
+        return sorted(folder.glob("part-*.parquet"))

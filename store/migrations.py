@@ -1,0 +1,71 @@
+"""Versioned store layout with append-only migrations (model: simonw/llm's migrations).
+
+``store.json`` records the layout version. Each migration upgrades a store by one
+version; they run in order and are never edited once released, only appended to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+from store.errors import StoreError
+from store.schema import SCHEMA_VERSION
+
+logger = logging.getLogger(__name__)
+
+MARKER = "store.json"
+
+
+def _v0_to_v1(root: Path) -> None:
+    """Version 1: ``runs/`` and ``datasets/`` folders."""
+    (root / "runs").mkdir(exist_ok=True)
+    (root / "datasets").mkdir(exist_ok=True)
+
+
+#: MIGRATIONS[i] upgrades version i to version i + 1.
+MIGRATIONS: list[Callable[[Path], None]] = [_v0_to_v1]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+def read_version(root: Path) -> int:
+    marker = root / MARKER
+    if not marker.exists():
+        return 0
+    try:
+        payload = json.loads(marker.read_text())
+        return int(payload["schema_version"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StoreError(
+            f"{marker} is not a trainmap store marker ({error}); expected JSON with "
+            "'schema_version'"
+        ) from error
+
+
+def _write_version(root: Path, version: int) -> None:
+    from store.layout import write_json_atomic
+
+    write_json_atomic(root / MARKER, {"format": "trainmap-store", "schema_version": version})
+
+
+def check_readable(root: Path) -> int:
+    version = read_version(root)
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {str(root)!r} has schema version {version}, newer than this trainmap "
+            f"understands ({SCHEMA_VERSION}); upgrade trainmap"
+        )
+    return version
+
+
+def migrate(root: Path) -> int:
+    """Bring the store at ``root`` to ``SCHEMA_VERSION``; returns the version it had."""
+    root.mkdir(parents=True, exist_ok=True)
+    start = check_readable(root)
+    for version in range(start, SCHEMA_VERSION):
+        logger.info("migrating store %s from version %d to %d", root, version, version + 1)
+        MIGRATIONS[version](root)
+        _write_version(root, version + 1)
+    return start

@@ -1,0 +1,353 @@
+"""Named DuckDB queries over a run's Parquet segments.
+
+Each query opens a fresh in-memory DuckDB connection, registers the run's tables as
+views over the files that exist right now, and runs a ``.sql`` file from
+``store/sql`` with ``$name`` parameters. Views are built with DuckDB's relational API
+(``read_parquet`` on a Python list of paths), so no path or user value is ever pasted
+into SQL text.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from store.errors import StoreError
+from store.layout import Store, write_parquet_atomic
+from store.schema import COMPACT_ORDER, DEDUPLICATE_ON, SAMPLES, SEGMENT_TABLES
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Epoch bounds meaning "all epochs".
+ALL_EPOCHS = (0, 2**31 - 1)
+
+
+@functools.lru_cache(maxsize=None)
+def load_sql(name: str) -> str:
+    return importlib.resources.files("store").joinpath("sql", f"{name}.sql").read_text()
+
+
+def _retry_on_vanishing_files(function: Callable[[], T], attempts: int = 4) -> T:
+    """Run ``function``; retry if a segment vanished under it (a run being compacted)."""
+    for attempt in range(attempts):
+        try:
+            return function()
+        except duckdb.IOException as error:
+            if attempt == attempts - 1:
+                raise StoreError(f"could not read the run's files: {error}") from error
+            logger.debug("retrying a read after %s", error)
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _register_table(
+    con: duckdb.DuckDBPyConnection, store: Store, run_id: str, table_name: str, dedupe: bool
+) -> None:
+    files = store.table_files(run_id, table_name)
+    raw_name = f"{table_name}_raw"
+    if files:
+        con.read_parquet([str(path) for path in files]).create_view(raw_name)
+    else:
+        empty = SEGMENT_TABLES[table_name].empty_table()
+        con.register(raw_name, empty)
+    keys = DEDUPLICATE_ON.get(table_name)
+    if dedupe and keys:
+        # DistributedSampler pads ranks with duplicates; keep the lowest rank's row.
+        # Identifiers come from the schema module's constants, never from input.
+        con.execute(
+            f"CREATE TEMP VIEW {table_name} AS SELECT * FROM {raw_name} "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY rank) = 1"
+        )
+    else:
+        con.execute(f"CREATE TEMP VIEW {table_name} AS SELECT * FROM {raw_name}")
+
+
+def _register_samples(
+    con: duckdb.DuckDBPyConnection, store: Store, run_id: str, has_presentations: bool
+) -> None:
+    path = store.run_dir(run_id) / "samples.parquet"
+    if path.exists():
+        con.read_parquet(str(path)).create_view("samples")
+    elif has_presentations:
+        # A run whose recorder was given no sample table: the labels it trained on,
+        # with no injected noise to report.
+        con.execute(
+            "CREATE TEMP VIEW samples AS SELECT sample_id, any_value(label)::BIGINT AS label, "
+            "any_value(label)::BIGINT AS original_label, false AS label_noisy "
+            "FROM presentations GROUP BY sample_id"
+        )
+    else:
+        con.register("samples", SAMPLES.empty_table())
+
+
+def run_connection(
+    store: Store, run_id: str, tables: Iterable[str] = tuple(SEGMENT_TABLES)
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with views ``samples`` and the requested run tables."""
+    info = store.run_info(run_id)
+    compacted = info.get("compacted", False)
+    dedupe = not compacted and int(info.get("world_size") or 1) > 1
+    tables = tuple(tables)
+    con = duckdb.connect()
+    for table_name in tables:
+        _register_table(con, store, run_id, table_name, dedupe)
+    _register_samples(con, store, run_id, "presentations" in tables)
+    return con
+
+
+def query_run(
+    store: Store,
+    run_id: str,
+    sql_name: str,
+    parameters: dict[str, Any] | None = None,
+    tables: Iterable[str] = tuple(SEGMENT_TABLES),
+) -> pd.DataFrame:
+    """Run the named ``store/sql/<sql_name>.sql`` query against one run."""
+    sql = load_sql(sql_name)
+    tables = tuple(tables)
+
+    def run() -> pd.DataFrame:
+        con = run_connection(store, run_id, tables)
+        try:
+            return con.execute(sql, parameters or {}).df()
+        finally:
+            con.close()
+
+    try:
+        return _retry_on_vanishing_files(run)
+    except duckdb.Error as error:
+        raise StoreError(f"query {sql_name!r} failed on run {run_id!r}: {error}") from error
+
+
+# -- named queries -------------------------------------------------------------------
+
+
+def epoch_metrics(store: Store, run_id: str) -> pd.DataFrame:
+    """epoch, train_loss, train_accuracy, val_loss, val_accuracy, time."""
+    return query_run(store, run_id, "epoch_metrics", tables=("epochs",))
+
+
+def steps(store: Store, run_id: str) -> pd.DataFrame:
+    """step, epoch, loss, grad_norm, lr per optimisation step."""
+    return query_run(store, run_id, "steps", tables=("steps",))
+
+
+def layer_grad_norms(store: Store, run_id: str) -> pd.DataFrame:
+    return query_run(store, run_id, "layer_grad_norms", tables=("layer_grad_norms",))
+
+
+def dynamics(store: Store, run_id: str) -> pd.DataFrame:
+    """One row per presentation: epoch, step, sample_id, loss, p_true, el2n, correct, ..."""
+    return query_run(store, run_id, "dynamics", tables=("presentations",))
+
+
+def trajectory(store: Store, run_id: str, sample_id: int) -> pd.DataFrame:
+    """One sample's presentations over training."""
+    return query_run(
+        store, run_id, "trajectory", {"sample_id": int(sample_id)}, tables=("presentations",)
+    )
+
+
+def samples(store: Store, run_id: str) -> pd.DataFrame:
+    path = store.run_dir(run_id) / "samples.parquet"
+    if not path.exists():
+        return SAMPLES.empty_table().to_pandas()
+    return pd.read_parquet(path)
+
+
+def _validate_epochs(epochs: tuple[int, int] | None) -> tuple[int, int]:
+    if epochs is None:
+        return ALL_EPOCHS
+    low, high = (int(epochs[0]), int(epochs[1]))
+    if low < 0 or high < low:
+        raise ValueError(f"epoch range must be 0 <= first <= last, got {low}..{high}")
+    return low, high
+
+
+def run_summary(store: Store, run_id: str, epochs: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Per-sample summary of one run (see ``store/sql/summary.sql`` for the definitions).
+
+    For a finished run over all epochs this reads the summary materialised at compaction.
+    """
+    epoch_min, epoch_max = _validate_epochs(epochs)
+    materialised = store.run_dir(run_id) / "summary.parquet"
+    if (epoch_min, epoch_max) == ALL_EPOCHS and materialised.exists():
+        return pd.read_parquet(materialised)
+    return query_run(
+        store,
+        run_id,
+        "summary",
+        {"epoch_min": epoch_min, "epoch_max": epoch_max},
+        tables=("presentations", "grand"),
+    )
+
+
+SUMMARY_MEAN_COLUMNS = (
+    "loss",
+    "el2n",
+    "grand",
+    "forgetting_events",
+    "first_learned_epoch",
+    "confidence",
+    "variability",
+    "correctness",
+    "aum",
+)
+
+
+def sample_summary(
+    store: Store, run_ids: str | list[str], epochs: tuple[int, int] | None = None
+) -> pd.DataFrame:
+    """Per-sample summary over one run or averaged over several (the Data Diet protocol).
+
+    With several runs (e.g. seeds of one task) every score is the mean over runs,
+    ``never_learned`` is true only if no run ever learned the sample, ``num_runs`` says
+    how many runs were averaged. The runs must share their samples and labels.
+    """
+    if isinstance(run_ids, str):
+        run_ids = [run_ids]
+    if not run_ids:
+        raise ValueError("sample_summary needs at least one run id")
+    frames = [run_summary(store, run_id, epochs) for run_id in run_ids]
+    if len(frames) == 1:
+        frame = frames[0]
+        frame["num_runs"] = 1
+        return frame
+    reference = frames[0][["sample_id", "label", "original_label", "label_noisy"]]
+    for run_id, frame in zip(run_ids[1:], frames[1:]):
+        labels = frame[["sample_id", "label"]]
+        if len(labels) != len(reference) or not np.array_equal(
+            labels.to_numpy(), reference[["sample_id", "label"]].to_numpy()
+        ):
+            raise StoreError(
+                f"run {run_id!r} has different samples or labels than {run_ids[0]!r}; "
+                "scores can only be averaged over runs of the same task and label noise"
+            )
+    stacked = pd.concat(frames, ignore_index=True)
+    grouped = stacked.groupby("sample_id", sort=True)
+    averaged = grouped[list(SUMMARY_MEAN_COLUMNS)].mean()
+    averaged["never_learned"] = grouped["never_learned"].all()
+    averaged["final_correct"] = grouped["final_correct"].mean()
+    averaged["presentations"] = grouped["presentations"].sum()
+    averaged["num_runs"] = grouped.size()
+    return reference.merge(averaged.reset_index(), on="sample_id", how="left")
+
+
+# -- compaction ----------------------------------------------------------------------
+
+
+def compact_run(store: Store, run_id: str) -> None:
+    """Merge a run's segments into one sorted, de-duplicated file per table.
+
+    Readers switch atomically: the compacted file appears (``os.replace``) before the
+    segments are removed, and readers prefer it; a reader that listed segments just
+    before they went retries (``_retry_on_vanishing_files``). Then the per-sample
+    summary over all epochs is materialised.
+    """
+    run_path = store.run_dir(run_id)
+    for table_name in SEGMENT_TABLES:
+        if (run_path / f"{table_name}.parquet").exists():
+            continue
+        con = run_connection(store, run_id, (table_name,))
+        try:
+            order = ", ".join(COMPACT_ORDER[table_name])
+            keys = DEDUPLICATE_ON.get(table_name)
+            if keys:
+                sql = (
+                    f"SELECT * FROM {table_name}_raw QUALIFY row_number() OVER "
+                    f"(PARTITION BY {', '.join(keys)} ORDER BY rank) = 1 ORDER BY {order}"
+                )
+            else:
+                sql = f"SELECT * FROM {table_name}_raw ORDER BY {order}"
+            table: pa.Table = con.execute(sql).fetch_arrow_table()
+        finally:
+            con.close()
+        write_parquet_atomic(
+            run_path / f"{table_name}.parquet", table.cast(SEGMENT_TABLES[table_name])
+        )
+    store.update_run(run_id, compacted=True)
+    for table_name in SEGMENT_TABLES:
+        folder = run_path / table_name
+        if folder.is_dir():
+            for path in folder.iterdir():
+                path.unlink()
+            folder.rmdir()
+    summary = query_run(
+        store,
+        run_id,
+        "summary",
+        {"epoch_min": ALL_EPOCHS[0], "epoch_max": ALL_EPOCHS[1]},
+        tables=("presentations", "grand"),
+    )
+    write_parquet_atomic(
+        run_path / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False)
+    )
+
+
+def runs_table(store: Store) -> pd.DataFrame:
+    """One row per run: its metadata and the metrics recorded so far."""
+    rows = []
+    for run_id in store.run_ids():
+        try:
+            info = store.run_info(run_id)
+        except StoreError as error:
+            logger.warning("skipping unreadable run %s: %s", run_id, error)
+            continue
+        config = info.get("config") or {}
+        rows.append(
+            {
+                "run_id": run_id,
+                "name": info.get("name"),
+                "status": info.get("status"),
+                "task": info.get("task"),
+                "model": info.get("model"),
+                "seed": info.get("seed"),
+                "label_noise": config.get("label_noise", 0.0),
+                "epochs_done": info.get("epochs_done", 0),
+                "max_epochs": info.get("max_epochs"),
+                "best_val_accuracy": info.get("best_val_accuracy"),
+                "final_val_accuracy": info.get("final_val_accuracy"),
+                "final_train_loss": info.get("final_train_loss"),
+                "parent_run_id": info.get("parent_run_id"),
+                "curriculum": info.get("curriculum"),
+                "created_at": info.get("created_at"),
+                "finished_at": info.get("finished_at"),
+            }
+        )
+    columns = [
+        "run_id", "name", "status", "task", "model", "seed", "label_noise", "epochs_done",
+        "max_epochs", "best_val_accuracy", "final_val_accuracy", "final_train_loss",
+        "parent_run_id", "curriculum", "created_at", "finished_at",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def dataset_inputs(store: Store, key: str, sample_ids: list[int]) -> dict[int, np.ndarray]:
+    """Inputs of the given samples from ``<store>/datasets/<key>.parquet`` (empty if absent)."""
+    path = store.dataset_path(key)
+    if not path.exists() or not sample_ids:
+        return {}
+    con = duckdb.connect()
+    try:
+        con.read_parquet(str(path)).create_view("dataset")
+        frame = con.execute(
+            "SELECT sample_id, x, shape FROM dataset WHERE list_contains($ids, sample_id)",
+            {"ids": [int(s) for s in sample_ids]},
+        ).df()
+    finally:
+        con.close()
+    return {
+        int(row.sample_id): np.asarray(row.x, dtype=np.float32).reshape(list(row.shape))
+        for row in frame.itertuples()
+    }

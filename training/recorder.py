@@ -1,0 +1,457 @@
+"""``DynamicsRecorder``: a Lightning callback that records per-sample training dynamics.
+
+It is a thin adapter: per step it only keeps references to ``logits.detach()``, the
+targets, sample ids and weights (no copy, no sync); once per epoch it hands them to the
+pure functions in ``training.scores`` and writes one Parquet segment per table through
+``store``. Measured in DESIGN.md: this costs ~2 % over plain training, where an insert
+per batch doubled the step time.
+
+Contract with the user's ``LightningModule``:
+
+* training batches carry sample ids: ``(x, y, sample_id)`` or ``(x, y, sample_id,
+  weight)`` tuples, or dicts with ``"sample_id"`` and a target under ``"y"``,
+  ``"target"``, ``"targets"``, ``"label"`` or ``"labels"`` (optional ``"weight"``);
+* ``training_step`` returns ``{"loss": loss, "logits": logits}``;
+* ``validation_step`` may return ``{"loss": ..., "logits": ...}`` too (with batches as
+  above, sample ids optional) to get validation loss and accuracy per epoch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import Tensor
+
+from store import Store, compact_run
+from store.errors import StoreError
+from training import scores
+
+logger = logging.getLogger(__name__)
+
+TARGET_KEYS = ("y", "target", "targets", "label", "labels")
+
+
+def _parse_batch(batch: Any, require_ids: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(targets, sample_ids, weights) from a training batch."""
+    if isinstance(batch, Mapping):
+        target_key = next((key for key in TARGET_KEYS if key in batch), None)
+        if target_key is None or (require_ids and "sample_id" not in batch):
+            raise ValueError(
+                "DynamicsRecorder: a dict batch needs a 'sample_id' key and a target under "
+                f"one of {TARGET_KEYS}; got keys {sorted(batch)}"
+            )
+        return batch[target_key], batch.get("sample_id"), batch.get("weight")
+    if isinstance(batch, Sequence) and len(batch) >= (3 if require_ids else 2):
+        weights = batch[3] if len(batch) >= 4 else None
+        sample_ids = batch[2] if len(batch) >= 3 else None
+        return batch[1], sample_ids, weights
+    raise ValueError(
+        "DynamicsRecorder: training batches must be (x, y, sample_id[, weight]) or a dict "
+        f"with 'sample_id'; got {type(batch).__name__}"
+    )
+
+
+def _parse_outputs(outputs: Any) -> Tensor:
+    if isinstance(outputs, Mapping) and "logits" in outputs:
+        return outputs["logits"]
+    raise ValueError(
+        "DynamicsRecorder: training_step must return a dict with 'loss' and 'logits', e.g. "
+        "return {'loss': loss, 'logits': logits}"
+    )
+
+
+def _owning_layers(module: torch.nn.Module) -> tuple[list[str], list[int]]:
+    """For each trainable parameter, the index of the layer (module path) that owns it."""
+    layers: list[str] = []
+    owner: list[int] = []
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        layer = name.rsplit(".", 1)[0] if "." in name else name
+        if layer not in layers:
+            layers.append(layer)
+        owner.append(layers.index(layer))
+    return layers, owner
+
+
+class DynamicsRecorder(L.Callback):
+    """Record loss, p_true, EL2N, correctness, prediction, margin and weight per sample
+    presentation; loss, gradient norms and learning rate per step; train and validation
+    loss and accuracy per epoch, into a trainmap store.
+
+    Args:
+        store: store folder (created if missing) or a ``store.Store``.
+        run_name: a human-readable name for the run (default: the run id).
+        task, model_name, seed, config: recorded with the run for listing and filtering.
+        samples: optional table with ``sample_id, label`` and optionally
+            ``original_label, label_noisy``; without it the labels seen in training are
+            recorded, with no noise flags.
+        parent_run_id, curriculum: lineage of a rerun.
+        record_grad_norms: record global and per-layer gradient norms every step.
+        dataset_key: name of the inputs table in ``<store>/datasets`` (for the dashboard).
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike[str] | Store = "trainmap_runs",
+        run_name: str | None = None,
+        *,
+        task: str = "custom",
+        model_name: str | None = None,
+        seed: int | None = None,
+        config: dict[str, Any] | None = None,
+        samples: pa.Table | None = None,
+        parent_run_id: str | None = None,
+        curriculum: str | None = None,
+        record_grad_norms: bool = True,
+        dataset_key: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.store_path = Path(store.root if isinstance(store, Store) else store)
+        if self.store_path.exists() and not self.store_path.is_dir():
+            raise StoreError(f"store path {str(self.store_path)!r} is a file; expected a directory")
+        self.run_name = run_name
+        self.task = task
+        self.model_name = model_name
+        self.seed = seed
+        self.config = dict(config or {})
+        self.samples = samples
+        self.parent_run_id = parent_run_id
+        self.curriculum = curriculum
+        self.record_grad_norms = record_grad_norms
+        self.dataset_key = dataset_key
+        self.run_id: str | None = None
+        self.epochs_recorded = 0
+        self.best_val_accuracy: float | None = None
+        self._reset_epoch_buffers()
+        self._val: dict[str, float] | None = None
+        self._layer_owner: Tensor | None = None
+        self._layers: list[str] = []
+        self._batch_step = 0
+
+    # -- state -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "epochs_recorded": self.epochs_recorded,
+            "best_val_accuracy": self.best_val_accuracy,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.run_id = state_dict["run_id"]
+        self.epochs_recorded = int(state_dict["epochs_recorded"])
+        self.best_val_accuracy = state_dict.get("best_val_accuracy")
+
+    @property
+    def store(self) -> Store:
+        return Store(self.store_path, create=True)
+
+    def _reset_epoch_buffers(self) -> None:
+        self._logits: list[Tensor] = []
+        self._targets: list[Tensor] = []
+        self._sample_ids: list[Tensor] = []
+        self._weights: list[Tensor | None] = []
+        self._batch_steps: list[int] = []
+        self._batch_sizes: list[int] = []
+        self._step_losses: list[Tensor] = []
+        self._step_numbers: list[int] = []
+        self._grad_norm_steps: list[int] = []
+        self._layer_norms: list[Tensor] = []
+        self._lrs: list[float] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        store = self.store
+        run_id = None
+        if trainer.is_global_zero:
+            if self.run_id is None:
+                run_id = store.create_run(
+                    name=self.run_name or "",
+                    task=self.task,
+                    model=self.model_name or type(pl_module).__name__,
+                    seed=self.seed,
+                    config=self.config,
+                    parent_run_id=self.parent_run_id,
+                    curriculum=self.curriculum,
+                    max_epochs=trainer.max_epochs,
+                    world_size=trainer.world_size,
+                )
+                if not self.run_name:
+                    store.update_run(run_id, name=run_id)
+                if self.samples is not None:
+                    store.write_samples(run_id, self._complete_samples(self.samples))
+            else:
+                run_id = self.run_id
+                store.update_run(run_id, status="running", error=None, finished_at=None, pid=os.getpid())
+        self.run_id = trainer.strategy.broadcast(run_id, src=0)
+        layers, owner = _owning_layers(pl_module)
+        self._layers = layers
+        self._layer_owner = torch.tensor(owner, dtype=torch.long)
+
+    @staticmethod
+    def _complete_samples(samples: pa.Table) -> pa.Table:
+        if isinstance(samples, Mapping):
+            samples = pa.table(dict(samples))
+        elif not isinstance(samples, pa.Table):
+            samples = pa.Table.from_pandas(samples, preserve_index=False)
+        names = samples.column_names
+        if "sample_id" not in names or "label" not in names:
+            raise ValueError(f"samples needs 'sample_id' and 'label' columns; got {names}")
+        if "original_label" not in names:
+            samples = samples.append_column("original_label", samples["label"])
+        if "label_noisy" not in names:
+            noisy = pc.not_equal(samples["label"], samples["original_label"])
+            samples = samples.append_column("label_noisy", noisy)
+        return samples
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset_epoch_buffers()
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch_step = trainer.global_step
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        logits = _parse_outputs(outputs)
+        targets, sample_ids, weights = _parse_batch(batch)
+        self._logits.append(logits.detach())
+        self._targets.append(targets.detach())
+        self._sample_ids.append(sample_ids.detach())
+        self._weights.append(None if weights is None else weights.detach())
+        self._batch_steps.append(self._batch_step)
+        self._batch_sizes.append(int(logits.shape[0]))
+        if isinstance(outputs, Mapping) and "loss" in outputs:
+            self._step_losses.append(outputs["loss"].detach())
+            self._step_numbers.append(self._batch_step)
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if not self.record_grad_norms or not trainer.is_global_zero:
+            return
+        grads = [
+            p.grad if p.grad is not None else torch.zeros((), device=p.device)
+            for p in pl_module.parameters()
+            if p.requires_grad
+        ]
+        if not grads:
+            return
+        squared = torch.stack(torch._foreach_norm(grads)).float() ** 2
+        owner = self._layer_owner.to(squared.device)
+        per_layer = torch.zeros(len(self._layers), device=squared.device).index_add_(0, owner, squared)
+        self._layer_norms.append(per_layer)
+        self._grad_norm_steps.append(trainer.global_step)
+        self._lrs.append(float(optimizer.param_groups[0]["lr"]))
+
+    # -- validation --------------------------------------------------------------------
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_sums = torch.zeros(3, dtype=torch.float64)  # loss_sum, correct_sum, n
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking or not isinstance(outputs, Mapping) or "logits" not in outputs:
+            return
+        targets, _, _ = _parse_batch(batch, require_ids=False)
+        logits = outputs["logits"].detach()
+        with torch.no_grad():
+            loss_sum = scores.cross_entropy(logits, targets).double().sum().cpu()
+            correct_sum = scores.correct(logits, targets).sum().cpu()
+        self._val_sums += torch.stack([loss_sum, correct_sum.double(), torch.tensor(len(targets), dtype=torch.float64)])
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.run_id is None:
+            return
+        sums = trainer.strategy.reduce(self._val_sums.to(pl_module.device), reduce_op="sum").cpu()
+        loss_sum, correct_sum, count = (float(v) for v in sums)
+        if count == 0:
+            return
+        self._val = {"loss": loss_sum / count, "accuracy": correct_sum / count}
+        if trainer.is_global_zero:
+            self._write_epoch_row(trainer.current_epoch, "val", loss_sum, int(correct_sum), int(count), 0)
+
+    # -- epoch end: vectorised scores and one segment per table --------------------------
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.run_id is None or not self._logits:
+            return
+        epoch = trainer.current_epoch
+        rank = trainer.global_rank
+        store = self.store
+        with torch.no_grad():
+            logits = torch.cat(self._logits).float()
+            targets = torch.cat(self._targets).long()
+            sample_ids = torch.cat(self._sample_ids).long().cpu().numpy()
+            values = {k: v.cpu().numpy() for k, v in scores.presentation_scores(logits, targets).items()}
+            if any(w is not None for w in self._weights):
+                weights = torch.cat(
+                    [
+                        torch.ones(n, device=logits.device) if w is None else w.float().reshape(-1)
+                        for w, n in zip(self._weights, self._batch_sizes)
+                    ]
+                ).cpu().numpy()
+            else:
+                weights = np.ones(len(sample_ids), dtype=np.float32)
+        steps = np.repeat(np.asarray(self._batch_steps, dtype=np.int64), self._batch_sizes)
+        part = f"r{rank:02d}-e{epoch:06d}"
+        presentations = pa.table(
+            {
+                "epoch": np.full(len(sample_ids), epoch, dtype=np.int32),
+                "step": steps,
+                "sample_id": sample_ids,
+                "label": targets.cpu().numpy().astype(np.int32),
+                **values,
+                "weight": weights,
+                "rank": np.full(len(sample_ids), rank, dtype=np.int16),
+            }
+        )
+        store.write_segment(self.run_id, "presentations", presentations, part)
+
+        # Train loss / accuracy of the epoch, combined exactly over ranks.
+        local = torch.tensor(
+            [float(values["loss"].astype(np.float64).sum()), float(values["correct"].sum()), float(len(sample_ids))],
+            dtype=torch.float64,
+        )
+        loss_sum, correct_sum, count = (
+            float(v) for v in trainer.strategy.reduce(local.to(pl_module.device), reduce_op="sum").cpu()
+        )
+        if trainer.is_global_zero:
+            self._write_epoch_row(epoch, "train", loss_sum, int(correct_sum), int(count), 0)
+            self._write_steps(store, epoch, part)
+            self.epochs_recorded = epoch + 1
+            val_accuracy = self._val["accuracy"] if self._val else None
+            if val_accuracy is not None and (
+                self.best_val_accuracy is None or val_accuracy > self.best_val_accuracy
+            ):
+                self.best_val_accuracy = val_accuracy
+            store.update_run(
+                self.run_id,
+                epochs_done=epoch + 1,
+                final_train_loss=loss_sum / max(count, 1),
+                final_train_accuracy=correct_sum / max(count, 1),
+                final_val_accuracy=val_accuracy,
+                final_val_loss=self._val["loss"] if self._val else None,
+                best_val_accuracy=self.best_val_accuracy,
+            )
+        self._val = None
+        self._reset_epoch_buffers()
+
+    def _write_epoch_row(
+        self, epoch: int, split: str, loss_sum: float, correct_sum: int, count: int, rank: int
+    ) -> None:
+        row = pa.table(
+            {
+                "epoch": [epoch],
+                "split": [split],
+                "loss_sum": [loss_sum],
+                "correct_sum": [correct_sum],
+                "num_samples": [count],
+                "rank": [rank],
+                "time": pa.array([dt.datetime.now(dt.timezone.utc)], pa.timestamp("us", tz="UTC")),
+            }
+        )
+        self.store.write_segment(self.run_id, "epochs", row, f"{split}-e{epoch:06d}")
+
+    def _write_steps(self, store: Store, epoch: int, part: str) -> None:
+        if self._step_losses:
+            losses = torch.stack([loss.float() for loss in self._step_losses]).cpu().numpy()
+            step_numbers = np.asarray(self._step_numbers, dtype=np.int64)
+        else:
+            losses = np.zeros(0, dtype=np.float32)
+            step_numbers = np.zeros(0, dtype=np.int64)
+        grad_norm = np.full(len(step_numbers), np.nan, dtype=np.float32)
+        lr = np.full(len(step_numbers), np.nan, dtype=np.float64)
+        if self._layer_norms:
+            per_layer = torch.stack(self._layer_norms).cpu().numpy()  # [steps, layers] squared
+            norm_steps = np.asarray(self._grad_norm_steps, dtype=np.int64)
+            # on_before_optimizer_step sees the global_step of the batch that made the grads
+            lookup = {int(s): i for i, s in enumerate(norm_steps)}
+            for position, step in enumerate(step_numbers):
+                index = lookup.get(int(step))
+                if index is not None:
+                    grad_norm[position] = np.sqrt(per_layer[index].sum())
+                    lr[position] = self._lrs[index]
+            store.write_segment(
+                self.run_id,
+                "layer_grad_norms",
+                pa.table(
+                    {
+                        "step": np.repeat(norm_steps, len(self._layers)),
+                        "layer": np.tile(np.asarray(self._layers, dtype=object), len(norm_steps)),
+                        "grad_norm": np.sqrt(per_layer).reshape(-1).astype(np.float32),
+                    }
+                ),
+                part,
+            )
+        store.write_segment(
+            self.run_id,
+            "steps",
+            pa.table(
+                {
+                    "step": step_numbers,
+                    "epoch": np.full(len(step_numbers), epoch, dtype=np.int32),
+                    "loss": losses,
+                    "grad_norm": grad_norm,
+                    "lr": lr,
+                }
+            ),
+            part,
+        )
+
+    # -- end of training -----------------------------------------------------------------
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.run_id is None:
+            return
+        trainer.strategy.barrier("trainmap_compact")
+        if trainer.is_global_zero:
+            store = self.store
+            compact_run(store, self.run_id)
+            store.update_run(self.run_id, status="finished", finished_at=_now())
+        trainer.strategy.barrier("trainmap_finished")
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if self.run_id is None or not trainer.is_global_zero:
+            return
+        message = f"{type(exception).__name__}: {exception}"
+        try:
+            self.store.update_run(self.run_id, status="failed", error=message, finished_at=_now())
+        except StoreError:
+            logger.exception("could not mark run %s as failed", self.run_id)
+
+
+def _now() -> str:
+    from store.layout import utc_now
+
+    return utc_now()

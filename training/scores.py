@@ -1,0 +1,58 @@
+"""Per-presentation scores: small pure functions of logits and the given labels.
+
+Definitions follow DESIGN.md: p = softmax(logits), y the given label, measured on the
+training batch's forward pass before the update.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """loss_i = -log p_y (per sample, no reduction). ``[N]``."""
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def p_true(probs: Tensor, targets: Tensor) -> Tensor:
+    """Probability of the given label, p_y. ``[N]``."""
+    return probs.gather(1, targets[:, None]).squeeze(1)
+
+
+def el2n(probs: Tensor, targets: Tensor) -> Tensor:
+    """EL2N = ||p - onehot(y)||_2 (Paul et al. 2021, *Deep Learning on a Data Diet*).
+
+    Always in [0, sqrt(2)], and (1 - p_y) <= EL2N <= sqrt(2) (1 - p_y).
+    Computed as sqrt(||p||^2 - 2 p_y + 1) to avoid materialising the one-hot matrix.
+    """
+    squared = (probs * probs).sum(1) - 2.0 * p_true(probs, targets) + 1.0
+    return squared.clamp_min(0.0).sqrt()
+
+
+def margin(logits: Tensor, targets: Tensor) -> Tensor:
+    """logit_y - max_{k != y} logit_k; its mean over presentations is AUM (Pleiss et al. 2020)."""
+    logits = logits.float()
+    assigned = logits.gather(1, targets[:, None]).squeeze(1)
+    others = logits.scatter(1, targets[:, None], float("-inf"))
+    return assigned - others.max(1).values
+
+
+def correct(logits: Tensor, targets: Tensor) -> Tensor:
+    """argmax p == y. ``[N]`` bool."""
+    return logits.argmax(1) == targets
+
+
+def presentation_scores(logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    """All per-presentation scores at once (vectorised over an epoch of logits)."""
+    logits = logits.float()
+    probs = torch.softmax(logits, dim=1)
+    return {
+        "loss": cross_entropy(logits, targets),
+        "p_true": p_true(probs, targets),
+        "el2n": el2n(probs, targets),
+        "correct": correct(logits, targets),
+        "pred": logits.argmax(1).to(torch.int32),
+        "margin": margin(logits, targets),
+    }
