@@ -197,6 +197,7 @@ SUMMARY_MEAN_COLUMNS = (
     "loss",
     "el2n",
     "grand",
+    "grand_last",
     "forgetting_events",
     "first_learned_epoch",
     "confidence",
@@ -270,7 +271,7 @@ def compact_run(store: Store, run_id: str) -> None:
                 )
             else:
                 sql = f"SELECT * FROM {table_name}_raw ORDER BY {order}"
-            table: pa.Table = con.execute(sql).fetch_arrow_table()
+            table: pa.Table = con.sql(sql).to_arrow_table()
         finally:
             con.close()
         write_parquet_atomic(

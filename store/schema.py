@@ -27,6 +27,8 @@ PRESENTATIONS = pa.schema(
         ("pred", pa.int32()),
         ("margin", pa.float32()),
         ("weight", pa.float32()),
+        # Last-layer GraNd approximation EL2N * sqrt(||h||^2 + 1); NaN when not recorded.
+        ("grand_last", pa.float32()),
         ("rank", pa.int16()),
     ]
 )

@@ -44,6 +44,12 @@ SCORES: dict[str, ScoreSpec] = {
             needs="grand",
         ),
         ScoreSpec(
+            "grand_last",
+            "last-layer GraNd approximation EL2N * sqrt(||h||^2 + 1), h the head's input",
+            "Paul et al. 2021 (last-layer bound); DESIGN.md",
+            True,
+        ),
+        ScoreSpec(
             "forgetting_events",
             "correct at one presentation, incorrect at the next; never-learned rank first",
             "Toneva et al. 2019, An Empirical Study of Example Forgetting",

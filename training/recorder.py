@@ -99,6 +99,9 @@ class DynamicsRecorder(L.Callback):
         parent_run_id, curriculum: lineage of a rerun.
         record_grad_norms: record global and per-layer gradient norms every step.
         dataset_key: name of the inputs table in ``<store>/datasets`` (for the dashboard).
+        grand: optional ``training.grand.GrandRecording``: exact per-sample gradient norms
+            on its schedule (table ``grand``) and the last-layer approximation
+            ``grand_last`` every step (a presentations column).
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class DynamicsRecorder(L.Callback):
         curriculum: str | None = None,
         record_grad_norms: bool = True,
         dataset_key: str | None = None,
+        grand: Any | None = None,
     ) -> None:
         super().__init__()
         self.store_path = Path(store.root if isinstance(store, Store) else store)
@@ -130,6 +134,7 @@ class DynamicsRecorder(L.Callback):
         self.curriculum = curriculum
         self.record_grad_norms = record_grad_norms
         self.dataset_key = dataset_key
+        self.grand = grand
         self.run_id: str | None = None
         self.epochs_recorded = 0
         self.best_val_accuracy: float | None = None
@@ -169,6 +174,7 @@ class DynamicsRecorder(L.Callback):
         self._grad_norm_steps: list[int] = []
         self._layer_norms: list[Tensor] = []
         self._lrs: list[float] = []
+        self._feature_sqnorms: list[Tensor | None] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -201,6 +207,17 @@ class DynamicsRecorder(L.Callback):
         layers, owner = _owning_layers(pl_module)
         self._layers = layers
         self._layer_owner = torch.tensor(owner, dtype=torch.long)
+        if self.grand is not None:
+            self.grand.setup(trainer, pl_module, stage)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.grand is not None:
+            self.grand.on_train_start(trainer, pl_module)
+            self._write_grand(trainer, "init")
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.grand is not None:
+            self.grand.on_after_backward(trainer, pl_module)
 
     @staticmethod
     def _complete_samples(samples: pa.Table) -> pa.Table:
@@ -225,6 +242,8 @@ class DynamicsRecorder(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._batch_step = trainer.global_step
+        if self.grand is not None:
+            self.grand.on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
     def on_train_batch_end(
         self,
@@ -242,6 +261,10 @@ class DynamicsRecorder(L.Callback):
         self._weights.append(None if weights is None else weights.detach())
         self._batch_steps.append(self._batch_step)
         self._batch_sizes.append(int(logits.shape[0]))
+        if self.grand is not None:
+            self.grand.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            sqnorm = self.grand.last_layer_sqnorm()
+            self._feature_sqnorms.append(None if sqnorm is None else sqnorm.detach().reshape(-1))
         if isinstance(outputs, Mapping) and "loss" in outputs:
             self._step_losses.append(outputs["loss"].detach())
             self._step_numbers.append(self._batch_step)
@@ -321,6 +344,12 @@ class DynamicsRecorder(L.Callback):
                 ).cpu().numpy()
             else:
                 weights = np.ones(len(sample_ids), dtype=np.float32)
+            if self._feature_sqnorms and all(f is not None for f in self._feature_sqnorms):
+                # Last-layer GraNd approximation (DESIGN.md): EL2N * sqrt(||h||^2 + 1).
+                feature_sqnorm = torch.cat(self._feature_sqnorms).float().cpu().numpy()
+                grand_last = values["el2n"] * np.sqrt(feature_sqnorm + 1.0)
+            else:
+                grand_last = np.full(len(sample_ids), np.nan, dtype=np.float32)
         steps = np.repeat(np.asarray(self._batch_steps, dtype=np.int64), self._batch_sizes)
         part = f"r{rank:02d}-e{epoch:06d}"
         presentations = pa.table(
@@ -331,10 +360,13 @@ class DynamicsRecorder(L.Callback):
                 "label": targets.cpu().numpy().astype(np.int32),
                 **values,
                 "weight": weights,
+                "grand_last": grand_last,
                 "rank": np.full(len(sample_ids), rank, dtype=np.int16),
             }
         )
         store.write_segment(self.run_id, "presentations", presentations, part)
+        if self.grand is not None:
+            self._write_grand(trainer, part)
 
         # Train loss / accuracy of the epoch, combined exactly over ranks.
         local = torch.tensor(
@@ -364,6 +396,12 @@ class DynamicsRecorder(L.Callback):
             )
         self._val = None
         self._reset_epoch_buffers()
+
+    def _write_grand(self, trainer: L.Trainer, part: str) -> None:
+        rows = self.grand.take_rows()
+        if rows is None or len(rows["sample_id"]) == 0:
+            return
+        self.store.write_segment(self.run_id, "grand", pa.table(rows), f"r{trainer.global_rank:02d}-{part}")
 
     def _write_epoch_row(
         self, epoch: int, split: str, loss_sum: float, correct_sum: int, count: int, rank: int

@@ -4,7 +4,7 @@
 -- epochs"); forgetting, cartography and AUM always use every presentation.
 WITH ordered AS (
     SELECT
-        sample_id, epoch, step, loss, p_true, el2n, correct, margin,
+        sample_id, epoch, step, loss, p_true, el2n, correct, margin, grand_last,
         lag(correct) OVER (PARTITION BY sample_id ORDER BY epoch, step) AS previous_correct
     FROM presentations
 ),
@@ -14,6 +14,10 @@ dynamics AS (
         count(*) AS presentations,
         avg(loss) FILTER (WHERE epoch BETWEEN $epoch_min AND $epoch_max) AS loss,
         avg(el2n) FILTER (WHERE epoch BETWEEN $epoch_min AND $epoch_max) AS el2n,
+        -- Last-layer GraNd approximation; NaN where it was not recorded.
+        avg(grand_last) FILTER (
+            WHERE epoch BETWEEN $epoch_min AND $epoch_max AND NOT isnan(grand_last)
+        ) AS grand_last,
         -- Toneva et al. 2019: correct at presentation t, incorrect at t + 1.
         count(*) FILTER (WHERE previous_correct AND NOT correct) AS forgetting_events,
         -- NULL when never correct: such a sample is flagged, never given a sentinel count.
@@ -43,6 +47,7 @@ SELECT
     d.loss,
     d.el2n,
     g.grand,
+    d.grand_last,
     d.forgetting_events,
     d.first_learned_epoch,
     d.never_learned,

@@ -1,0 +1,1 @@
+"""trainmap's Streamlit dashboard. Reads only through ``store``; never imports torch."""

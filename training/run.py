@@ -1,0 +1,194 @@
+"""``train(config) -> run_id``: one recorded training run of a built-in task.
+
+Library code behind ``trainmap train``; it takes a frozen ``TrainConfig``, never an
+argparse namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from store import Store
+from store.errors import StoreError
+from training.models import MODEL_NAMES, build_model
+from training.module import Classifier, IndexedDataset
+from training.recorder import DynamicsRecorder
+from training.tasks import TASK_NAMES, load_task, symmetric_label_noise
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run. Defaults are the task's tuned settings."""
+
+    task: str = "mnist1d"
+    model: str = "cnn"
+    epochs: int = 20
+    seed: int = 0
+    label_noise: float = 0.0
+    label_noise_seed: int = 0
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float = 1e-2
+    store: str = "trainmap_runs"
+    name: str | None = None
+    devices: int = 1
+    strategy: str = "auto"
+    accelerator: str = "cpu"
+    curriculum: str | None = None
+    keep_steps: bool = False
+    grand: str | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field and what was expected."""
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(TASK_NAMES)}")
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; expected one of {', '.join(MODEL_NAMES)}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"label noise must be in [0, 1), got {self.label_noise}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch size must be a positive integer, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if self.devices < 1:
+            raise ValueError(f"devices must be a positive integer, got {self.devices}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        store_path = Path(self.store)
+        if store_path.exists() and not store_path.is_dir():
+            raise StoreError(f"store path {self.store!r} is a file; expected a directory (or a new path)")
+        if self.curriculum is not None and not Path(self.curriculum).is_file():
+            raise ValueError(f"curriculum file {self.curriculum!r} does not exist")
+
+
+def samples_table(sample_ids: np.ndarray, label: np.ndarray, original_label: np.ndarray, noisy: np.ndarray) -> pa.Table:
+    return pa.table(
+        {
+            "sample_id": pa.array(sample_ids, pa.int64()),
+            "label": pa.array(label, pa.int64()),
+            "original_label": pa.array(original_label, pa.int64()),
+            "label_noisy": pa.array(noisy, pa.bool_()),
+        }
+    )
+
+
+def ensure_dataset(store: Store, key: str, x: np.ndarray) -> None:
+    """Write the task's training inputs once per store, for the dashboard's sample view."""
+    path = store.dataset_path(key)
+    if path.exists():
+        return
+    flat = x.reshape(len(x), -1).astype(np.float32)
+    shape = list(x.shape[1:])
+    table = pa.table(
+        {
+            "sample_id": pa.array(np.arange(len(x)), pa.int64()),
+            "x": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1]).cast(
+                pa.list_(pa.float32())
+            ),
+            "shape": pa.array([shape] * len(x), pa.list_(pa.int32())),
+        }
+    )
+    store.write_dataset(key, table)
+
+
+def train(config: TrainConfig) -> str:
+    """Train one run, recording it into ``config.store``; return its run id."""
+    config.validate()
+    task = load_task(config.task)
+    noise = symmetric_label_noise(task.train_y, config.label_noise, task.num_classes, config.label_noise_seed)
+    sample_ids = np.arange(len(task.train_y))
+    store = Store(config.store, create=True)
+    is_worker = int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0
+    if not is_worker:
+        ensure_dataset(store, config.task, task.train_x)
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(config.model, task.input_shape, task.num_classes)
+    dataset = IndexedDataset(task.train_x, noise.label, sample_ids)
+    batch_size = config.batch_size or task.default_batch_size
+    module_kwargs: dict[str, Any] = {}
+    sampler = None
+    parent_run_id = None
+    curriculum_name = None
+    if config.curriculum is not None:
+        from training.curriculum_run import attach_curriculum
+
+        attachment = attach_curriculum(config, dataset, task_name=config.task, batch_size=batch_size)
+        sampler = attachment.sampler
+        module_kwargs.update(attachment.module_kwargs)
+        parent_run_id = attachment.parent_run_id
+        curriculum_name = attachment.curriculum_label
+
+    train_loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(config.seed) if sampler is None else None,
+    )
+    val_loader = DataLoader(
+        TensorDataset(torch.as_tensor(task.val_x), torch.as_tensor(task.val_y)), batch_size=512
+    )
+    module = Classifier(
+        model, lr=config.lr or task.default_lr, weight_decay=config.weight_decay, **module_kwargs
+    )
+    grand_recording = None
+    if config.grand is not None:
+        from training.grand import GrandRecording, GrandSchedule
+
+        schedule = GrandSchedule.parse(config.grand)
+        grand_recording = GrandRecording(schedule, loss_reduction="weighted_mean")
+    recorder = DynamicsRecorder(
+        store,
+        run_name=config.name,
+        task=config.task,
+        model_name=config.model,
+        seed=config.seed,
+        config=dataclasses.asdict(config),
+        samples=samples_table(sample_ids, noise.label, noise.original_label, noise.label_noisy),
+        parent_run_id=parent_run_id,
+        curriculum=curriculum_name,
+        dataset_key=config.task,
+        grand=grand_recording,
+    )
+    trainer = L.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        callbacks=[recorder],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=config.progress,
+        deterministic=True,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    if recorder.run_id is None:
+        raise RuntimeError("training did not start; no run was recorded")
+    if trainer.interrupted and trainer.is_global_zero:
+        info = store.run_info(recorder.run_id)
+        if info.get("status") == "running":
+            store.update_run(recorder.run_id, status="failed", error="interrupted")
+    return recorder.run_id
