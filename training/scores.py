@@ -25,10 +25,12 @@ def el2n(probs: Tensor, targets: Tensor) -> Tensor:
     """EL2N = ||p - onehot(y)||_2 (Paul et al. 2021, *Deep Learning on a Data Diet*).
 
     Always in [0, sqrt(2)], and (1 - p_y) <= EL2N <= sqrt(2) (1 - p_y).
-    Computed as sqrt(||p||^2 - 2 p_y + 1) to avoid materialising the one-hot matrix.
+    Computed from the other classes' probabilities q = p with p_y set to 0, as
+    sqrt(sum q_k^2 + (sum q_k)^2): 1 - p_y = sum q_k has no cancellation, so confident
+    samples keep a precise EL2N (sqrt(||p||^2 - 2 p_y + 1) loses it in float32).
     """
-    squared = (probs * probs).sum(1) - 2.0 * p_true(probs, targets) + 1.0
-    return squared.clamp_min(0.0).sqrt()
+    others = probs.scatter(1, targets[:, None], 0.0)
+    return ((others * others).sum(1) + others.sum(1).square()).sqrt()
 
 
 def margin(logits: Tensor, targets: Tensor) -> Tensor:

@@ -1,0 +1,66 @@
+"""Per-presentation scores against hand-computed values and their documented bounds."""
+
+import math
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from training import scores
+
+
+def test_hand_computed_two_class_case():
+    # logits (0, log 3): p = (1/4, 3/4)
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
+    targets = torch.tensor([1, 0])
+    values = scores.presentation_scores(logits, targets)
+    assert torch.allclose(values["p_true"], torch.tensor([0.75, 0.25]))
+    assert torch.allclose(values["loss"], torch.tensor([-math.log(0.75), -math.log(0.25)]))
+    # ||(1/4, 3/4) - (0, 1)|| = sqrt(1/16 + 1/16); ||(1/4, 3/4) - (1, 0)|| = sqrt(9/16 + 9/16)
+    assert torch.allclose(values["el2n"], torch.tensor([math.sqrt(2) / 4, 3 * math.sqrt(2) / 4]))
+    assert values["correct"].tolist() == [True, False]
+    assert values["pred"].tolist() == [1, 1]
+    assert torch.allclose(values["margin"], torch.tensor([math.log(3.0), -math.log(3.0)]))
+
+
+def test_margin_takes_the_largest_other_logit():
+    logits = torch.tensor([[2.0, 5.0, 3.0, -1.0]])
+    assert scores.margin(logits, torch.tensor([2])).item() == -2.0
+    assert scores.margin(logits, torch.tensor([1])).item() == 2.0
+
+
+def test_el2n_of_confident_correct_and_wrong_predictions():
+    logits = torch.tensor([[50.0, 0.0, 0.0], [50.0, 0.0, 0.0]])
+    values = scores.el2n(torch.softmax(logits, 1), torch.tensor([0, 1]))
+    assert values[0].item() < 1e-6
+    assert abs(values[1].item() - math.sqrt(2)) < 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(np.float32, (8, 5), elements=st.floats(-30, 30, width=32)),
+    arrays(np.int64, (8,), elements=st.integers(0, 4)),
+)
+def test_el2n_range_and_bounds_from_p_true(logits, targets):
+    logits, targets = torch.from_numpy(logits), torch.from_numpy(targets)
+    probs = torch.softmax(logits.double(), 1)
+    el2n = scores.el2n(probs, targets)
+    p_y = scores.p_true(probs, targets)
+    assert (el2n >= 0).all() and (el2n <= math.sqrt(2) + 1e-9).all()
+    assert (el2n >= (1 - p_y) - 1e-9).all()
+    assert (el2n <= math.sqrt(2) * (1 - p_y) + 1e-9).all()
+    onehot = torch.nn.functional.one_hot(targets, 5).double()
+    assert torch.allclose(el2n, (probs - onehot).norm(dim=1), atol=1e-7)
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.float32, (6, 4), elements=st.floats(-20, 20, width=32)), arrays(np.int64, (6,), elements=st.integers(0, 3)))
+def test_correct_agrees_with_positive_margin(logits, targets):
+    logits, targets = torch.from_numpy(logits), torch.from_numpy(targets)
+    values = scores.presentation_scores(logits, targets)
+    positive = values["margin"] > 0
+    # a strictly positive margin means the given label is the unique argmax
+    assert (values["correct"][positive]).all()
+    assert (~values["correct"][values["margin"] < 0]).all()
