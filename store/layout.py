@@ -172,6 +172,25 @@ class Store:
         write_json_atomic(self.run_dir(run_id) / "run.json", info)
         return info
 
+    def reopen_run(self, run_id: str) -> None:
+        """Turn a compacted run back into segments so that a resumed run can append.
+
+        Each compacted table becomes one segment (``os.replace``: readers see either the
+        file or the segment; they retry if a listed file vanished) and the materialised
+        summary is dropped; compaction at the end of the resumed run rebuilds both.
+        """
+        run_path = self.run_dir(run_id)
+        for table_name in SEGMENT_TABLES:
+            compacted = run_path / f"{table_name}.parquet"
+            if compacted.exists():
+                folder = run_path / table_name
+                folder.mkdir(exist_ok=True)
+                os.replace(compacted, folder / "part-compacted.parquet")
+        summary = run_path / "summary.parquet"
+        if summary.exists():
+            summary.unlink()
+        self.update_run(run_id, compacted=False)
+
     def delete_run(self, run_id: str) -> None:
         shutil.rmtree(self.run_dir(run_id))
 

@@ -181,6 +181,15 @@ class DynamicsRecorder(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        layers, owner = _owning_layers(pl_module)
+        self._layers = layers
+        self._layer_owner = torch.tensor(owner, dtype=torch.long)
+        if self.grand is not None:
+            self.grand.setup(trainer, pl_module, stage)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs after Lightning restored callback state from a checkpoint (setup runs
+        # before), so a resumed fit continues its run instead of starting a new one.
         store = self.store
         run_id = None
         if trainer.is_global_zero:
@@ -202,15 +211,13 @@ class DynamicsRecorder(L.Callback):
                     store.write_samples(run_id, self._complete_samples(self.samples))
             else:
                 run_id = self.run_id
-                store.update_run(run_id, status="running", error=None, finished_at=None, pid=os.getpid())
+                if store.run_info(run_id).get("compacted"):
+                    store.reopen_run(run_id)
+                store.update_run(
+                    run_id, status="running", error=None, finished_at=None, pid=os.getpid(),
+                    max_epochs=trainer.max_epochs,
+                )
         self.run_id = trainer.strategy.broadcast(run_id, src=0)
-        layers, owner = _owning_layers(pl_module)
-        self._layers = layers
-        self._layer_owner = torch.tensor(owner, dtype=torch.long)
-        if self.grand is not None:
-            self.grand.setup(trainer, pl_module, stage)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.grand is not None:
             self.grand.on_train_start(trainer, pl_module)
             self._write_grand(trainer, "init")

@@ -1,0 +1,198 @@
+"""DynamicsRecorder on a tiny real Lightning training: rows, ids, checkpoints, DDP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import lightning as L
+from store import Store, dynamics, epoch_metrics, run_summary, runs_table
+from store.queries import layer_grad_norms, steps
+from training import DynamicsRecorder
+from training.module import Classifier, IndexedDataset
+
+NUM_SAMPLES = 51  # odd: DistributedSampler pads one duplicate on 2 ranks
+
+
+def tiny_data(num_samples: int = NUM_SAMPLES):
+    generator = np.random.default_rng(0)
+    x = generator.normal(size=(num_samples, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0).astype(np.int64)
+    # sample ids that are not positions, to catch position/id mix-ups
+    return IndexedDataset(x, y, sample_ids=np.arange(num_samples) * 3 + 100)
+
+
+class ConstantLR(Classifier):
+    """Resuming with more epochs than the first fit needs a schedule without a fixed end."""
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr)
+
+
+def tiny_module(cls=Classifier) -> Classifier:
+    torch.manual_seed(0)
+    return cls(torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)), lr=1e-2)
+
+
+def loaders(dataset, batch_size=8):
+    val = torch.utils.data.TensorDataset(dataset.x[:20], dataset.y[:20])
+    return (
+        torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True),
+        torch.utils.data.DataLoader(val, batch_size=10),
+    )
+
+
+def trainer(recorder, epochs, **kwargs):
+    return L.Trainer(
+        max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[recorder], logger=False,
+        enable_checkpointing=kwargs.pop("enable_checkpointing", False), enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, **kwargs,
+    )
+
+
+def test_records_every_presentation_once_per_epoch(tmp_path):
+    dataset = tiny_data()
+    recorder = DynamicsRecorder(tmp_path / "store", run_name="tiny", task="tiny")
+    train_loader, val_loader = loaders(dataset)
+    trainer(recorder, 3).fit(tiny_module(), train_loader, val_loader)
+    store = Store(tmp_path / "store")
+    rows = dynamics(store, recorder.run_id)
+    expected_ids = sorted(dataset.sample_ids.tolist())
+    for epoch in range(3):
+        epoch_rows = rows[rows["epoch"] == epoch]
+        assert len(epoch_rows) == NUM_SAMPLES
+        assert sorted(epoch_rows["sample_id"].tolist()) == expected_ids
+    # the recorded label is the one in the batch, and scores are consistent with it
+    labels = dict(zip(dataset.sample_ids.tolist(), dataset.y.tolist()))
+    assert (rows["label"] == rows["sample_id"].map(labels)).all()
+    assert np.allclose(rows["p_true"], np.exp(-rows["loss"]), rtol=1e-4)
+    assert ((rows["pred"] == rows["label"]) == rows["correct"]).all()
+    assert (rows["weight"] == 1.0).all()
+    info = store.run_info(recorder.run_id)
+    assert info["status"] == "finished" and info["epochs_done"] == 3 and info["compacted"]
+    metrics = epoch_metrics(store, recorder.run_id)
+    assert metrics["epoch"].tolist() == [0, 1, 2]
+    # the train accuracy per epoch is the mean of that epoch's recorded correctness
+    per_epoch = rows.groupby("epoch")["correct"].mean().to_numpy()
+    assert np.allclose(metrics["train_accuracy"].to_numpy(), per_epoch)
+    assert metrics["val_accuracy"].between(0, 1).all()
+    step_rows = steps(store, recorder.run_id)
+    assert len(step_rows) == 3 * int(np.ceil(NUM_SAMPLES / 8))
+    assert (step_rows["grad_norm"] > 0).all() and (step_rows["lr"] > 0).all()
+    layers = layer_grad_norms(store, recorder.run_id)
+    assert set(layers["layer"]) == {"model.0", "model.2"}
+    # the global norm is the root of the sum of squared per-layer norms
+    per_step = layers.groupby("step")["grad_norm"].apply(lambda v: float(np.sqrt((v.astype(float) ** 2).sum())))
+    assert np.allclose(step_rows.set_index("step")["grad_norm"].sort_index(), per_step.sort_index(), rtol=1e-4)
+    summary = run_summary(store, recorder.run_id)
+    assert len(summary) == NUM_SAMPLES and (summary["presentations"] == 3).all()
+
+
+def test_weights_in_the_batch_are_recorded(tmp_path):
+    dataset = tiny_data()
+    dataset.weights = torch.linspace(0.5, 1.5, NUM_SAMPLES)
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny")
+    train_loader, _ = loaders(dataset)
+    trainer(recorder, 1, limit_val_batches=0).fit(tiny_module(), train_loader)
+    rows = dynamics(Store(tmp_path / "store"), recorder.run_id)
+    expected = dict(zip(dataset.sample_ids.tolist(), dataset.weights.tolist()))
+    assert np.allclose(rows["weight"], rows["sample_id"].map(expected), rtol=1e-6)
+
+
+def test_checkpoint_round_trip_continues_the_same_run(tmp_path):
+    dataset = tiny_data()
+    train_loader, val_loader = loaders(dataset)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny")
+    first = trainer(recorder, 2, enable_checkpointing=True)
+    first.callbacks.append(checkpoint)
+    first.fit(tiny_module(ConstantLR), train_loader, val_loader)
+    run_id = recorder.run_id
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    saved = next(v for k, v in state.items() if k.startswith("DynamicsRecorder"))
+    assert saved == {"run_id": run_id, "epochs_recorded": 2, "best_val_accuracy": recorder.best_val_accuracy}
+
+    resumed = DynamicsRecorder(tmp_path / "store", task="tiny")
+    trainer(resumed, 4).fit(tiny_module(ConstantLR), train_loader, val_loader, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert resumed.run_id == run_id
+    assert resumed.epochs_recorded == 4
+    store = Store(tmp_path / "store")
+    assert store.run_ids() == [run_id]
+    rows = dynamics(store, run_id)
+    assert rows.groupby("epoch").size().to_dict() == {e: NUM_SAMPLES for e in range(4)}
+    info = store.run_info(run_id)
+    assert info["status"] == "finished" and info["epochs_done"] == 4 and info["compacted"]
+
+
+def test_failed_training_marks_the_run_failed_and_keeps_its_epochs(tmp_path):
+    class Exploding(Classifier):
+        def training_step(self, batch, batch_idx):
+            if self.current_epoch == 1:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    torch.manual_seed(0)
+    module = Exploding(torch.nn.Linear(6, 4), lr=1e-2)
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny")
+    train_loader, _ = loaders(tiny_data())
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer(recorder, 3, limit_val_batches=0).fit(module, train_loader)
+    store = Store(tmp_path / "store")
+    info = store.run_info(recorder.run_id)
+    assert info["status"] == "failed" and "boom" in info["error"]
+    assert len(dynamics(store, recorder.run_id)) == NUM_SAMPLES  # epoch 0 is kept
+
+
+def test_batches_without_sample_ids_get_a_clear_error(tmp_path):
+    class NoIds(Classifier):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self.model(x)
+            return {"loss": torch.nn.functional.cross_entropy(logits, y), "logits": logits}
+
+    dataset = torch.utils.data.TensorDataset(torch.zeros(8, 6), torch.zeros(8, dtype=torch.long))
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny")
+    with pytest.raises(ValueError, match="sample_id"):
+        trainer(recorder, 1, limit_val_batches=0).fit(
+            NoIds(torch.nn.Linear(6, 4), lr=1e-2), torch.utils.data.DataLoader(dataset, batch_size=4)
+        )
+
+
+def test_store_path_that_is_a_file_is_rejected(tmp_path):
+    from store.errors import StoreError
+
+    path = tmp_path / "a_file"
+    path.write_text("keep me")
+    with pytest.raises(StoreError, match="is a file"):
+        DynamicsRecorder(path)
+    assert path.read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_record_each_sample_once(tmp_path):
+    dataset = tiny_data()
+    recorder = DynamicsRecorder(str(tmp_path / "store"), task="tiny")
+    train_loader, val_loader = loaders(dataset)
+    ddp = L.Trainer(
+        max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[recorder],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    ddp.fit(tiny_module(), train_loader, val_loader)
+    store = Store(tmp_path / "store")
+    (run_id,) = store.run_ids()
+    info = store.run_info(run_id)
+    assert info["status"] == "finished" and info["world_size"] == 2
+    rows = dynamics(store, run_id)
+    for epoch in range(2):
+        ids = rows.loc[rows["epoch"] == epoch, "sample_id"]
+        assert sorted(ids.tolist()) == sorted(dataset.sample_ids.tolist())
+    # both ranks wrote rows: the compacted table keeps each rank's samples
+    raw = pd.read_parquet(store.run_dir(run_id) / "presentations.parquet")
+    assert set(raw["rank"]) == {0, 1}
+    metrics = epoch_metrics(store, run_id)
+    assert metrics["epoch"].tolist() == [0, 1]
+    table = runs_table(store)
+    assert table.loc[0, "epochs_done"] == 2
