@@ -257,13 +257,14 @@ def compact_run(store: Store, run_id: str) -> None:
     summary over all epochs is materialised.
     """
     run_path = store.run_dir(run_id)
-    for table_name in SEGMENT_TABLES:
-        if (run_path / f"{table_name}.parquet").exists():
-            continue
-        con = run_connection(store, run_id, (table_name,))
-        try:
+    pending = [t for t in SEGMENT_TABLES if not (run_path / f"{t}.parquet").exists()]
+    con = duckdb.connect()
+    try:
+        for table_name in pending:
+            _register_table(con, store, run_id, table_name, dedupe=False)
             order = ", ".join(COMPACT_ORDER[table_name])
             keys = DEDUPLICATE_ON.get(table_name)
+            # Identifiers come from the schema module's constants, never from input.
             if keys:
                 sql = (
                     f"SELECT * FROM {table_name}_raw QUALIFY row_number() OVER "
@@ -272,11 +273,11 @@ def compact_run(store: Store, run_id: str) -> None:
             else:
                 sql = f"SELECT * FROM {table_name}_raw ORDER BY {order}"
             table: pa.Table = con.sql(sql).to_arrow_table()
-        finally:
-            con.close()
-        write_parquet_atomic(
-            run_path / f"{table_name}.parquet", table.cast(SEGMENT_TABLES[table_name])
-        )
+            write_parquet_atomic(
+                run_path / f"{table_name}.parquet", table.cast(SEGMENT_TABLES[table_name])
+            )
+    finally:
+        con.close()
     store.update_run(run_id, compacted=True)
     for table_name in SEGMENT_TABLES:
         folder = run_path / table_name
