@@ -106,8 +106,10 @@ def test_checkpoint_round_trip_continues_the_same_run(tmp_path):
     train_loader, val_loader = loaders(dataset)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     recorder = DynamicsRecorder(tmp_path / "store", task="tiny")
-    first = trainer(recorder, 2, enable_checkpointing=True)
-    first.callbacks.append(checkpoint)
+    first = L.Trainer(
+        max_epochs=2, accelerator="cpu", devices=1, callbacks=[recorder, checkpoint], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
     first.fit(tiny_module(ConstantLR), train_loader, val_loader)
     run_id = recorder.run_id
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
