@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from sklearn.metrics import roc_auc_score
 
 from store import SCORES, Store, default_store_path, hardness, sample_summary
@@ -30,7 +32,10 @@ def main() -> None:
         if name not in summary or summary[name].isna().all():
             continue
         score = hardness(summary, name)
-        print(f"{name:>20}: AUROC {roc_auc_score(flipped, score.fillna(score.min())):.3f}")
+        finite = score[np.isfinite(score)]
+        # never-learned samples rank hardest (+inf): above every finite value
+        score = score.replace(np.inf, finite.max() + 1).fillna(finite.min() - 1)
+        print(f"{name:>20}: AUROC {roc_auc_score(flipped, score):.3f}")
 
 
 if __name__ == "__main__":
