@@ -34,3 +34,45 @@ __all__ = [
     "sample_summary",
     "trajectory",
 ]
+
+# Dashboard views (aggregated DuckDB queries); imported here for ``from store import ...``.
+from store.queries import dataset_inputs, steps  # noqa: E402
+from store.views import (  # noqa: E402
+    Agreement,
+    Histogram,
+    Sampled,
+    data_map,
+    epoch_curves,
+    forgetting_counts,
+    hardest_samples,
+    recorded_scores,
+    region_counts,
+    run_version,
+    sample_count,
+    sample_id_range,
+    sample_record,
+    score_agreement,
+    score_histogram,
+    step_curves,
+)
+
+__all__ += [
+    "Agreement",
+    "Histogram",
+    "Sampled",
+    "data_map",
+    "dataset_inputs",
+    "epoch_curves",
+    "forgetting_counts",
+    "hardest_samples",
+    "recorded_scores",
+    "region_counts",
+    "run_version",
+    "sample_count",
+    "sample_id_range",
+    "sample_record",
+    "score_agreement",
+    "score_histogram",
+    "step_curves",
+    "steps",
+]
