@@ -1,17 +1,33 @@
-"""trainmap dashboard entry point (``streamlit run dashboard/app.py``)."""
+"""trainmap dashboard entry point (``streamlit run dashboard/app.py``): it only routes.
+
+The pages live in ``dashboard/pages/``; shared helpers in ``dashboard/common.py``, figure
+builders in ``dashboard/charts.py``. The store comes from ``$TRAINMAP_STORE``.
+"""
 
 from __future__ import annotations
 
-import streamlit as st
+import sys
+from pathlib import Path
 
-from store import Store, default_store_path, runs_table
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # `streamlit run dashboard/app.py` from a checkout
+    sys.path.insert(0, str(HERE.parent))
 
-st.set_page_config(page_title="trainmap", layout="wide")
-store = Store(default_store_path())
-st.title("trainmap runs")
-st.caption(f"store: {store.root}")
-table = runs_table(store) if store.root.exists() else None
-if table is None or table.empty:
-    st.info("No runs yet. Train one with `trainmap train --task mnist1d --model cnn`.")
-else:
-    st.dataframe(table, hide_index=True)
+import streamlit as st  # noqa: E402
+
+from dashboard import common  # noqa: E402
+
+st.set_page_config(page_title="trainmap", page_icon=":material/scatter_plot:", layout="wide")
+
+pages = [
+    st.Page(common.PAGE_RUNS, title="Runs", icon=":material/table_rows:", url_path="runs", default=True),
+    st.Page(common.PAGE_RUN, title="Run", icon=":material/scatter_plot:", url_path="run"),
+    st.Page(common.PAGE_COMPARE, title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+]
+if (HERE / "pages" / "curriculum.py").exists():
+    pages.append(st.Page("pages/curriculum.py", title="Curriculum", icon=":material/tune:",
+                         url_path="curriculum"))
+
+page = st.navigation(pages)
+with common.friendly_errors(f"the {page.title} page"):
+    page.run()

@@ -1,0 +1,286 @@
+"""Run page: curves, the data map, score distributions, hardest samples, one sample.
+
+The run, the view (tab) and the sample live in the URL (``?run=…&view=…&sample=…``).
+While the run trains, the body is a fragment that re-renders itself every few seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, common
+from store import SCORES, cartography_region
+from store.scores import DEFAULT_AMBIGUOUS_VARIABILITY, DEFAULT_EASY_CONFIDENCE
+
+VIEWS = ["Curves", "Data map", "Scores", "Samples"]
+SAMPLE_KEY = "sample"
+
+store = common.open_store()
+root = str(store.root)
+runs = common.runs_frame(root, common.listing_version(root))
+if runs.empty:
+    common.page_header("Run", store)
+    common.empty_store_message(store)
+    st.stop()
+
+run_id = common.pick_run(store, runs)
+first_info = common.run_info(root, run_id, common.run_version(store, run_id))
+
+
+def choose_sample(sample_id: int | None) -> None:
+    if sample_id is not None:
+        st.session_state[SAMPLE_KEY] = int(sample_id)
+
+
+def on_map_select() -> None:
+    choose_sample(common.first_custom_id(common.selected_points("data_map_chart")))
+
+
+def on_table_select(table_key: str, frame: pd.DataFrame) -> None:
+    state = st.session_state.get(table_key)
+    rows = state["selection"]["rows"] if state else []
+    if rows:
+        choose_sample(int(frame.iloc[rows[0]]["sample_id"]))
+
+
+def header(info: dict, version: tuple) -> None:
+    title_cols = st.columns([5, 2])
+    title_cols[0].title(info.get("name") or run_id)
+    status = info.get("status")
+    with title_cols[1]:
+        st.write("")
+        if status == "running":
+            st.badge(common.status_label(status, info.get("epochs_done"), info.get("max_epochs")),
+                     icon=":material/autorenew:", color="green")
+            st.caption(f"live · refreshes every {common.LIVE_REFRESH_SECONDS:g} s")
+        elif status == "failed":
+            st.badge("failed", icon=":material/error:", color="red")
+        else:
+            st.badge(str(status), icon=":material/check:", color="gray")
+    config = info.get("config") or {}
+    cols = st.columns(6)
+    cols[0].metric("Task · model", f"{info.get('task')} · {info.get('model')}")
+    cols[1].metric("Seed", common.number(info.get("seed")))
+    cols[2].metric("Label noise", common.percent(config.get("label_noise", 0.0), 0))
+    cols[3].metric("Epochs", f"{info.get('epochs_done', 0)}/{info.get('max_epochs') or '?'}")
+    cols[4].metric("Best val accuracy", common.percent(info.get("best_val_accuracy")))
+    cols[5].metric("Samples", f"{common.sample_count(root, run_id, version):,}")
+    lineage = []
+    if info.get("parent_run_id"):
+        lineage.append(f"parent run `{info['parent_run_id']}`")
+    if info.get("curriculum"):
+        lineage.append(f"curriculum `{info['curriculum']}`")
+    st.caption(f"run id `{run_id}` · created {info.get('created_at')}"
+               + (" · " + " · ".join(lineage) if lineage else ""))
+    if info.get("parent_run_id"):
+        st.page_link(common.PAGE_COMPARE, label="Compare with its parent run",
+                     icon=":material/compare_arrows:",
+                     query_params={"runs": [info["parent_run_id"], run_id]})
+
+
+def curves_view(version: tuple) -> None:
+    epochs = common.epoch_metrics(root, run_id, version)
+    if epochs.empty:
+        st.info("No epoch has finished yet: the curves appear after the first one.")
+    else:
+        cols = st.columns(2)
+        cols[0].plotly_chart(charts.epoch_figure(epochs, "loss"), key="curve_loss")
+        cols[1].plotly_chart(charts.epoch_figure(epochs, "accuracy"), key="curve_accuracy")
+    steps = common.step_curves(root, run_id, version)
+    if steps.total == 0:
+        st.caption("No optimisation steps recorded.")
+        return
+    note = charts.sampling_note(steps.shown, steps.total, "steps", "means over equal step buckets")
+    cols = st.columns(3)
+    cols[0].plotly_chart(charts.step_figure(steps.frame, "loss", "Loss per step", note), key="step_loss")
+    cols[1].plotly_chart(charts.step_figure(steps.frame, "grad_norm", "Gradient norm", note, log_y=True),
+                         key="step_grad_norm")
+    cols[2].plotly_chart(charts.step_figure(steps.frame, "lr", "Learning rate", note), key="step_lr")
+
+
+def data_map_view(version: tuple, scores: list[str]) -> None:
+    controls = st.columns([2, 2, 2])
+    color_options = [name for name in ("correctness", *scores) if name in scores or name == "correctness"]
+    color_options = list(dict.fromkeys(color_options))
+    color = controls[0].selectbox("Colour by", color_options, key="map_color",
+                                  format_func=lambda name: name.replace("_", " "))
+    ambiguous = controls[1].slider("Ambiguous if variability ≥", 0.0, 0.5,
+                                   DEFAULT_AMBIGUOUS_VARIABILITY, 0.01, key="map_ambiguous")
+    easy = controls[2].slider("Easy if confidence ≥ (else hard)", 0.0, 1.0,
+                              DEFAULT_EASY_CONFIDENCE, 0.05, key="map_easy")
+    points = common.data_map(root, run_id, version, color)
+    left, right = st.columns([3, 1])
+    with left:
+        if points.total == 0:
+            st.info("No sample has been presented yet.")
+        else:
+            figure = charts.data_map_figure(points.frame, color, points.total, points.method,
+                                            st.session_state.get(SAMPLE_KEY))
+            st.plotly_chart(figure, key="data_map_chart", on_select=on_map_select,
+                            selection_mode="points", config={"scrollZoom": True})
+            st.caption("Click a point to inspect that sample. Crosses mark flipped labels."
+                       + (f" Showing a random {points.shown:,} of {points.total:,} samples, "
+                          "sampled in DuckDB." if points.is_partial else ""))
+    with right:
+        counts = common.region_counts(root, run_id, version, ambiguous, easy)
+        st.subheader("Regions")
+        for row in counts.itertuples():
+            st.metric(row.region, f"{row.samples:,}",
+                      help=f"{row.flipped:,} of them with a flipped label")
+        st.caption("Swayamdipta et al. 2020: easy-to-learn (confident, stable), ambiguous "
+                   "(variable), hard-to-learn (unconfident, stable; often mislabeled).")
+    sample_view(version, context="map")
+
+
+def scores_view(version: tuple, scores: list[str]) -> None:
+    st.caption("Distribution of every per-sample score over the training set (binned in "
+               "DuckDB; red: samples whose label was flipped).")
+    shown = [name for name in scores if name != "forgetting_events"]
+    for start in range(0, len(shown), 3):
+        cols = st.columns(3)
+        for col, score in zip(cols, shown[start:start + 3]):
+            histogram = common.score_histogram(root, run_id, version, score)
+            if histogram.bins.empty:
+                col.caption(f"{score}: no values recorded")
+                continue
+            col.plotly_chart(charts.histogram_figure(histogram.bins, score, histogram.missing),
+                             key=f"hist_{score}")
+            col.caption(SCORES[score].description
+                        + (f" — {SCORES[score].citation}" if SCORES[score].citation else ""))
+    if "forgetting_events" in scores:
+        counts = common.forgetting_counts(root, run_id, version)
+        st.plotly_chart(charts.forgetting_figure(counts), key="forgetting_chart")
+        st.caption("Toneva et al. 2019: a forgetting event is a correct prediction followed by "
+                   "a wrong one. Never-learned samples are counted apart, not as a number of events.")
+
+
+TABLES = (
+    ("Hardest", None, "by the score you choose (direction from the score registry)"),
+    ("Most forgotten", "forgetting_events", "most forgetting events; never-learned first"),
+    ("Most likely mislabeled", "aum", "lowest area under the margin (Pleiss et al. 2020)"),
+)
+
+
+def samples_view(version: tuple, scores: list[str]) -> None:
+    controls = st.columns([2, 1, 3])
+    rankable = [name for name in scores]
+    hard_score = controls[0].selectbox("Hardest by", rankable, key="table_score",
+                                       index=rankable.index("loss") if "loss" in rankable else 0)
+    limit = controls[1].number_input("Rows", 5, 500, 20, 5, key="table_rows")
+    cols = st.columns(3)
+    for col, (title, score, note) in zip(cols, TABLES):
+        score = score or hard_score
+        if score not in scores:
+            col.caption(f"{title}: {score} not recorded in this run")
+            continue
+        frame = common.hardest_samples(root, run_id, version, score, int(limit))
+        col.subheader(title)
+        col.caption(note)
+        table_key = f"table_{title.replace(' ', '_').lower()}"
+        col.dataframe(
+            frame[[c for c in frame.columns if c not in ("original_label", "never_learned")]],
+            key=table_key, on_select=functools.partial(on_table_select, table_key, frame),
+            selection_mode="single-row", hide_index=True, width="stretch", height=380,
+            column_config={"label_noisy": st.column_config.CheckboxColumn("flipped")},
+        )
+    st.caption("Tick a row to inspect that sample.")
+    sample_view(version, context="tables")
+
+
+def sample_view(version: tuple, context: str) -> None:
+    st.divider()
+    id_range = common.sample_id_range(root, run_id, version)
+    if id_range is None:
+        st.info("This run has no samples yet.")
+        return
+    cols = st.columns([1, 3])
+    sample_id = cols[0].number_input(
+        "Sample id", min_value=id_range[0], max_value=id_range[1], value=None, step=1,
+        key=SAMPLE_KEY, bind="query-params", placeholder="type an id",
+    )
+    if sample_id is None:
+        cols[1].info("Pick a sample: click a point in the data map, tick a row in a table, "
+                     "or type its id.")
+        return
+    record = common.sample_record(root, run_id, version, int(sample_id))
+    if record is None:
+        cols[1].warning(f"Sample {sample_id} is not in this run.")
+        return
+    info = common.run_info(root, run_id, version)
+    with cols[1]:
+        flipped = bool(record.get("label_noisy"))
+        given, original = int(record["label"]), int(record["original_label"])
+        st.subheader(f"Sample {int(sample_id)}")
+        label_text = f"given label **{given}**, original label **{original}**"
+        if flipped:
+            st.markdown(f":red-badge[flipped label] {label_text}")
+        else:
+            st.markdown(label_text)
+        region = cartography_region(pd.Series([record["confidence"]]),
+                                    pd.Series([record["variability"]])).iloc[0]
+        learned = ("never learned" if record.get("never_learned")
+                   else f"learned at epoch {common.number(record.get('first_learned_epoch'))}")
+        st.caption(f"{region} · {learned} · {common.number(record.get('forgetting_events'))} "
+                   "forgetting events")
+    metric_cols = st.columns(6)
+    for col, name in zip(metric_cols, ("loss", "el2n", "confidence", "variability", "correctness", "aum")):
+        col.metric(name, common.number(record.get(name)))
+    dataset = store.dataset_path(str(info.get("task")))
+    left, right = st.columns([1, 2])
+    with left:
+        if dataset.exists():
+            x = common.sample_input(root, str(info.get("task")), dataset.stat().st_mtime_ns, int(sample_id))
+            if x is None:
+                st.caption("This sample's input is not in the store's dataset file.")
+            else:
+                st.plotly_chart(charts.input_figure(x, f"Input (label {given})"), key=f"input_{context}")
+        else:
+            st.caption(f"No inputs stored for task {info.get('task')!r} "
+                       f"(expected {dataset}).")
+    with right:
+        trajectory = common.trajectory(root, run_id, version, int(sample_id))
+        if trajectory.empty:
+            st.caption("Not presented yet.")
+        else:
+            st.plotly_chart(charts.trajectory_figure(trajectory, "Over training"),
+                            key=f"trajectory_{context}")
+
+
+@st.fragment(run_every=common.live_interval(first_info.get("status")))
+def run_body() -> None:
+    version = common.run_version(store, run_id)
+    info = common.run_info(root, run_id, version)
+    if info.get("status") != first_info.get("status"):
+        st.rerun()  # the run ended: re-render once without the timer
+    header(info, version)
+    if info.get("status") == "failed":
+        st.warning(f"This run failed: {info.get('error') or 'no error recorded'}. "
+                   "Everything it recorded before failing is shown below.")
+    epochs = common.epoch_metrics(root, run_id, version)
+    if epochs.empty and not store.table_files(run_id, "presentations"):
+        if info.get("status") == "running":
+            st.info("This run has not completed an epoch yet. Curves, the data map and scores "
+                    "appear after its first epoch; this page refreshes by itself.")
+        else:
+            st.info("This run has no completed epoch: nothing was recorded to show.")
+        return
+    scores = common.recorded_scores(root, run_id, version)
+    tabs = st.tabs(VIEWS, key="view", bind="query-params")
+    for tab, view in zip(tabs, VIEWS):
+        if not tab.open:
+            continue
+        with tab, common.friendly_errors(f"the {view.lower()} view"):
+            if view == "Curves":
+                curves_view(version)
+            elif view == "Data map":
+                data_map_view(version, scores)
+            elif view == "Scores":
+                scores_view(version, scores)
+            else:
+                samples_view(version, scores)
+
+
+run_body()
