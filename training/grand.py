@@ -1,0 +1,872 @@
+"""Exact per-sample gradient norms (GraNd) at close to the cost of one training step.
+
+GraNd (Paul et al. 2021, DESIGN.md "Definitions") = ||∇_θ loss_i||₂ over all trainable
+parameters, where loss_i is the cross-entropy of sample i itself (not the batch mean).
+
+How it is computed ("ghost norms", no per-sample gradient is materialised when a cheaper
+form exists): for every layer with trainable parameters a forward hook keeps the layer's
+input ``a`` and a tensor hook on its output receives the output gradient ``g`` during the
+ordinary ``loss.backward()``. The per-sample squared norm of the layer's parameter
+gradient follows from ``a`` and ``g`` alone:
+
+* ``Linear`` without a sequence dim: ||∇W_i||² = ||a_i||²·||g_i||², ||∇b_i||² = ||g_i||²;
+  with sequence dims (``[N, T..., d]``) ∇W_i = Σ_t g_t a_tᵀ, whose squared norm is
+  Σ_{t,t'} (a_t·a_t')(g_t·g_t') (Gram matrices, cost N·T²·(d_in+d_out)) or ||Σ_t g_t a_tᵀ||²
+  (materialised, cost N·T·d_in·d_out), whichever is cheaper for the shapes;
+* ``Conv1d`` / ``Conv2d`` (any stride, padding and padding mode, dilation, groups): the
+  input is unfolded into patches, then the sequence-Linear rule per group;
+* ``Embedding``: Σ_{t,t'} [idx_t = idx_t'](g_t·g_t'), padding_idx excluded;
+* ``LayerNorm``, ``RMSNorm``, ``GroupNorm``, ``InstanceNorm*`` and eval-mode
+  ``BatchNorm*`` (running statistics): the normalised input is recomputed and the
+  per-sample affine gradients Σ g·x̂ and Σ g are materialised (they are small).
+
+Ghost norms are wrong when a parameter is shared by several modules (tied weights), a
+module runs more than once in one forward (reuse, activation checkpointing), a module
+with trainable parameters has no rule here (or is called functionally, e.g.
+``nn.MultiheadAttention``), or samples are coupled (``BatchNorm`` with batch statistics).
+These cases are detected automatically and an exact fallback is used instead, logged
+once per reason: ``torch.func`` (``functional_call`` + ``vmap(grad)``) over the samples,
+or, where samples are coupled through batch statistics, the rows of the Jacobian of the
+batch's per-sample losses (the gradient of sample i's loss as computed in its batch).
+Both are slower but exact.
+
+``per_sample_grad_norms`` works on any classifier outside Lightning; ``GrandRecording``
+is what ``DynamicsRecorder`` drives during training: on the steps its ``GrandSchedule``
+picks it arms the hooks, the training step's own backward provides the output gradients,
+and ``.grad`` / the optimizer step stay bit-identical to a plain step (hooks only read).
+Unscheduled steps have no hooks and cost nothing (except the one forward hook on the
+final ``Linear`` that gives the last-layer approximation's ||h||²).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_SCHEDULE",
+    "GrandRecording",
+    "GrandSchedule",
+    "per_sample_grad_norms",
+    "per_sample_grad_norms_by_layer",
+]
+
+#: What ``--grand on`` / ``--grand default`` means: every 5th epoch (0, 5, 10, ...).
+#: A scored step costs ~1.2-1.5x a plain step (benchmarks/results/grand.md), so scoring
+#: one epoch in five keeps a whole run within ~10 % of an unscored one, and gives
+#: several scorings "a few epochs in" to average (Paul et al. 2021; Kirsch 2023).
+DEFAULT_SCHEDULE = "every:5"
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    if key in _warned:
+        return
+    _warned.add(key)
+    logger.warning(message, *args)
+
+
+class _NeedFallback(Exception):
+    """Ghost norms would be wrong for this step; the message says why."""
+
+
+# --------------------------------------------------------------------------------------
+# Ghost-norm rules: (module, input, output, output grad) -> per-sample squared norm [N]
+# --------------------------------------------------------------------------------------
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _sq(t: Tensor) -> Tensor:
+    """Per-sample squared norm of ``t`` [N, ...] -> [N]."""
+    t = t.reshape(t.shape[0], -1)
+    return torch.linalg.vecdot(t, t)
+
+
+def _outer_sum_sqnorm(a: Tensor, g: Tensor) -> Tensor:
+    """||Σ_t g_t a_tᵀ||_F² per batch row for a [M, T, da], g [M, T, dg] -> [M].
+
+    Gram form Σ_{t,t'} (a_t·a_t')(g_t·g_t') or the materialised sum, whichever is cheaper.
+    """
+    m, t, da = a.shape
+    dg = g.shape[2]
+    if t == 1:
+        return _sq(a) * _sq(g)
+    if t * (da + dg) < da * dg:
+        ga = torch.bmm(a, a.transpose(1, 2))
+        gg = torch.bmm(g, g.transpose(1, 2))
+        return torch.linalg.vecdot(ga.reshape(m, -1), gg.reshape(m, -1))
+    return _sq(torch.bmm(g.transpose(1, 2), a))
+
+
+def _linear_rule(module: nn.Linear, x: Tensor, out: Tensor, g: Tensor) -> Tensor:
+    n = g.shape[0]
+    dtype = _compute_dtype(g)
+    g = g.to(dtype)
+    w = module.weight.requires_grad
+    b = module.bias is not None and module.bias.requires_grad
+    if g.dim() == 2:
+        g2 = torch.linalg.vecdot(g, g)
+        if not w:
+            return g2
+        a = x.to(dtype)
+        a2 = torch.linalg.vecdot(a, a)
+        return (a2 + 1.0) * g2 if b else a2 * g2
+    a = x.to(dtype).reshape(n, -1, x.shape[-1])
+    g = g.reshape(n, -1, g.shape[-1])
+    total = _outer_sum_sqnorm(a, g) if w else torch.zeros(n, dtype=dtype, device=g.device)
+    if b:
+        total = total + _sq(g.sum(1))
+    return total
+
+
+def _conv_rule(module: nn.Conv1d | nn.Conv2d, x: Tensor, out: Tensor, g: Tensor) -> Tensor:
+    n = g.shape[0]
+    dtype = _compute_dtype(g)
+    groups = module.groups
+    c_out = module.out_channels
+    g = g.to(dtype)
+    gflat = g.reshape(n, c_out, -1)  # [N, C_out, T]
+    total = torch.zeros(n, dtype=dtype, device=g.device)
+    if module.weight.requires_grad:
+        x = x.to(dtype)
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        pads = module._reversed_padding_repeated_twice
+        if any(pads):
+            x = F.pad(x, list(pads), mode=mode)
+        if isinstance(module, nn.Conv1d):
+            (k,), (s,), (d,) = module.kernel_size, module.stride, module.dilation
+            patches = x.unfold(2, d * (k - 1) + 1, s)  # [N, C, T, span]
+            if d > 1:
+                patches = patches[..., ::d]
+            c_in = x.shape[1]
+            a = patches.reshape(n, groups, c_in // groups, patches.shape[2], k).permute(0, 1, 3, 2, 4)
+            a = a.reshape(n * groups, patches.shape[2], (c_in // groups) * k)
+        else:
+            cols = F.unfold(x, module.kernel_size, dilation=module.dilation, stride=module.stride)
+            a = cols.reshape(n * groups, cols.shape[1] // groups, cols.shape[2]).transpose(1, 2)
+        gg = gflat.reshape(n * groups, c_out // groups, -1).transpose(1, 2)  # [N*G, T, dg]
+        total = total + _outer_sum_sqnorm(a, gg).reshape(n, groups).sum(1)
+    if module.bias is not None and module.bias.requires_grad:
+        total = total + _sq(gflat.sum(2))
+    return total
+
+
+def _embedding_rule(module: nn.Embedding, x: Tensor, out: Tensor, g: Tensor) -> Tensor:
+    n = g.shape[0]
+    dtype = _compute_dtype(g)
+    idx = x.reshape(n, -1)
+    g = g.to(dtype).reshape(n, idx.shape[1], -1)
+    if module.padding_idx is not None:
+        g = g * (idx != module.padding_idx).unsqueeze(2).to(dtype)
+    if idx.shape[1] == 1:
+        return _sq(g)
+    same = (idx.unsqueeze(2) == idx.unsqueeze(1)).to(dtype)
+    gram = torch.bmm(g, g.transpose(1, 2))
+    return torch.linalg.vecdot(gram.reshape(n, -1), same.reshape(n, -1))
+
+
+def _affine_total(module: nn.Module, xhat: Tensor, g: Tensor, reduce_dims: tuple[int, ...]) -> Tensor:
+    """Per-sample ||Σ g·x̂||² (weight) + ||Σ g||² (bias), summing over ``reduce_dims``."""
+    n = g.shape[0]
+    total = torch.zeros(n, dtype=g.dtype, device=g.device)
+    weight = getattr(module, "weight", None)
+    bias = getattr(module, "bias", None)
+    if weight is not None and weight.requires_grad:
+        gw = g * xhat
+        total = total + _sq(gw.sum(reduce_dims) if reduce_dims else gw)
+    if bias is not None and bias.requires_grad:
+        total = total + _sq(g.sum(reduce_dims) if reduce_dims else g)
+    return total
+
+
+def _layer_norm_rule(module: nn.LayerNorm, x: Tensor, out: Tensor, g: Tensor) -> Tensor:
+    dtype = _compute_dtype(g)
+    x, g = x.to(dtype), g.to(dtype)
+    shape = tuple(module.normalized_shape)
+    xhat = F.layer_norm(x, shape, None, None, module.eps)
+    return _affine_total(module, xhat, g, tuple(range(1, x.dim() - len(shape))))
+
+
+def _rms_norm_rule(module: nn.Module, x: Tensor, out: Tensor, g: Tensor) -> Tensor:
+    dtype = _compute_dtype(g)
+    x, g = x.to(dtype), g.to(dtype)
+    shape = tuple(module.normalized_shape)
+    xhat = F.rms_norm(x, shape, None, module.eps)
+    return _affine_total(module, xhat, g, tuple(range(1, x.dim() - len(shape))))
+
+
+def _channel_view(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], t.shape[1], -1)
+
+
+def _group_norm_rule(module: nn.GroupNorm, x: Tensor, out: Tensor, g: Tensor) -> Tensor:
+    dtype = _compute_dtype(g)
+    x, g = x.to(dtype), g.to(dtype)
+    xhat = F.group_norm(x, module.num_groups, None, None, module.eps)
+    return _affine_total(module, _channel_view(xhat), _channel_view(g), (2,))
+
+
+def _instance_norm_rule(module: nn.modules.instancenorm._InstanceNorm, x: Tensor, out: Tensor, g: Tensor) -> Tensor:
+    dtype = _compute_dtype(g)
+    x, g = x.to(dtype), g.to(dtype)
+    use_input_stats = module.training or not module.track_running_stats
+    xhat = F.instance_norm(
+        x,
+        None if use_input_stats else module.running_mean.to(dtype),
+        None if use_input_stats else module.running_var.to(dtype),
+        use_input_stats=use_input_stats,
+        eps=module.eps,
+    )
+    if x.dim() == module._get_no_batch_dim():  # unbatched input is not supported
+        raise _NeedFallback("InstanceNorm without a batch dimension")
+    return _affine_total(module, _channel_view(xhat), _channel_view(g), (2,))
+
+
+def _batch_norm_eval_rule(module: nn.modules.batchnorm._BatchNorm, x: Tensor, out: Tensor, g: Tensor) -> Tensor:
+    dtype = _compute_dtype(g)
+    x, g = _channel_view(x.to(dtype)), _channel_view(g.to(dtype))
+    mean = module.running_mean.to(dtype).reshape(1, -1, 1)
+    var = module.running_var.to(dtype).reshape(1, -1, 1)
+    xhat = (x - mean) / torch.sqrt(var + module.eps)
+    return _affine_total(module, xhat, g, (2,))
+
+
+Rule = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
+
+
+def _rule_for(module: nn.Module) -> tuple[Rule | None, str | None, bool]:
+    """(rule, why not, couples samples) for a module with trainable direct parameters."""
+    trainable = {name for name, p in module.named_parameters(recurse=False) if p.requires_grad}
+    known = {"weight", "bias"}
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if module.training or not module.track_running_stats:
+            return None, f"{type(module).__name__} uses batch statistics (samples are coupled)", True
+        return (_batch_norm_eval_rule if trainable <= known else None), None, False
+    if not trainable:
+        return None, None, False
+    if not trainable <= known:
+        return None, f"{type(module).__name__} has parameters {sorted(trainable - known)} without a ghost-norm rule", False
+    if type(module) in (nn.Linear,) or isinstance(module, nn.Linear):
+        return _linear_rule, None, False
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and not isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return _conv_rule, None, False
+    if isinstance(module, nn.Embedding):
+        if module.scale_grad_by_freq:
+            return None, "Embedding(scale_grad_by_freq=True) scales by batch frequencies", False
+        return _embedding_rule, None, False
+    if isinstance(module, nn.LayerNorm):
+        return _layer_norm_rule, None, False
+    if hasattr(nn, "RMSNorm") and isinstance(module, nn.RMSNorm):
+        return _rms_norm_rule, None, False
+    if isinstance(module, nn.GroupNorm):
+        return _group_norm_rule, None, False
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        return _instance_norm_rule, None, False
+    return None, f"{type(module).__name__} has no ghost-norm rule", False
+
+
+@dataclass
+class _Plan:
+    """Which modules get ghost norms, and why the whole model needs the fallback (if so)."""
+
+    modules: list[tuple[str, nn.Module, Rule]] = field(default_factory=list)
+    fallback_reason: str | None = None
+    coupled: bool = False
+    head: nn.Module | None = None
+
+
+def _make_plan(model: nn.Module) -> _Plan:
+    plan = _Plan()
+    owners: dict[int, list[str]] = {}
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            if p.requires_grad:
+                owners.setdefault(id(p), []).append(name or type(module).__name__)
+    for name, module in model.named_modules():
+        rule, why, coupled = _rule_for(module)
+        if coupled:
+            plan.coupled = True
+            plan.fallback_reason = why
+        elif why is not None and plan.fallback_reason is None:
+            plan.fallback_reason = f"{name or 'model'}: {why}"
+        if rule is not None:
+            plan.modules.append((name, module, rule))
+            if isinstance(module, nn.Linear):
+                plan.head = module
+    shared = [names for names in owners.values() if len(names) > 1]
+    if shared and plan.fallback_reason is None:
+        plan.fallback_reason = f"parameters shared by modules {', '.join(shared[0])} (tied weights)"
+    if not plan.modules and plan.fallback_reason is None:
+        plan.fallback_reason = "no module with a ghost-norm rule"
+    return plan
+
+
+class _Capture:
+    """Forward hooks keep each ruled module's input; tensor hooks keep its output grad."""
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self._handles: list[Any] = []
+        self.reset()
+
+    def reset(self) -> None:
+        n = len(self.plan.modules)
+        self.inputs: list[Tensor | None] = [None] * n
+        self.outputs: list[Tensor | None] = [None] * n
+        self.grads: list[Tensor | None] = [None] * n
+        self.calls = [0] * n
+        self.reused: str | None = None
+
+    def arm(self) -> None:
+        self.reset()
+        for index, (_, module, _) in enumerate(self.plan.modules):
+            self._handles.append(module.register_forward_hook(self._forward_hook(index)))
+
+    def disarm(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._handles)
+
+    def _forward_hook(self, index: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            self.calls[index] += 1
+            if self.calls[index] > 1:
+                self.reused = self.plan.modules[index][0] or type(module).__name__
+                return
+            if not torch.is_grad_enabled() or not isinstance(output, Tensor) or not output.requires_grad:
+                return
+            self.inputs[index] = args[0] if args else None
+            self.outputs[index] = output
+
+            def grad_hook(grad: Tensor) -> None:
+                self.grads[index] = grad
+
+            output.register_hook(grad_hook)
+
+        return hook
+
+    def layer_sqnorms(self, n: int) -> dict[str, Tensor]:
+        """Per-module squared per-sample norms [n]; raises _NeedFallback if not exact."""
+        if self.reused is not None:
+            raise _NeedFallback(f"module {self.reused} ran more than once in one forward (reuse or checkpointing)")
+        result: dict[str, Tensor] = {}
+        for index, (name, module, rule) in enumerate(self.plan.modules):
+            g = self.grads[index]
+            x = self.inputs[index]
+            if self.calls[index] == 0:
+                for p in module.parameters(recurse=False):
+                    if p.requires_grad and p.grad is not None and bool(p.grad.any()):
+                        raise _NeedFallback(
+                            f"module {name} got gradients without its forward hook running (called functionally?)"
+                        )
+                continue
+            if g is None:
+                continue  # ran, but its output did not reach the loss: zero gradient
+            if x is None or g.shape[0] != n or x.shape[0] != n:
+                raise _NeedFallback(f"module {name} has no leading batch dimension of size {n}")
+            result[name] = rule(module, x.detach(), self.outputs[index], g.detach())
+        return result
+
+    def release(self) -> None:
+        self.reset()
+
+
+# --------------------------------------------------------------------------------------
+# Exact fallback (torch.func)
+# --------------------------------------------------------------------------------------
+
+
+def _layer_of(parameter_name: str) -> str:
+    return parameter_name.rsplit(".", 1)[0] if "." in parameter_name else parameter_name
+
+
+def _fallback_layer_sqnorms(
+    model: nn.Module, inputs: Tensor, targets: Tensor, coupled: bool, chunk: int = 64
+) -> dict[str, Tensor]:
+    """Exact per-sample squared norms per layer via torch.func (no side effects).
+
+    Independent samples: ``vmap(grad)`` of each sample's cross-entropy alone. Coupled
+    samples (batch statistics): rows of the Jacobian of the batch's per-sample losses.
+    Buffers are cloned so running statistics are not updated twice.
+    """
+    from torch.func import functional_call, grad, vmap, vjp
+
+    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    n = targets.shape[0]
+    layers: dict[str, Tensor] = {}
+
+    def add(grads: dict[str, Tensor], sl: slice) -> None:
+        for name, value in grads.items():
+            layer = _layer_of(name)
+            sq = _sq(value.detach())
+            if layer not in layers:
+                layers[layer] = torch.zeros(n, dtype=sq.dtype, device=sq.device)
+            layers[layer][sl] += sq
+
+    with torch.enable_grad():
+        if not coupled:
+            def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+                out = functional_call(model, (p, buffers), (x.unsqueeze(0),))
+                return F.cross_entropy(out, y.unsqueeze(0))
+
+            per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0), randomness="different")
+            for start in range(0, n, chunk):
+                sl = slice(start, min(start + chunk, n))
+                add(per_sample(params, inputs[sl], targets[sl]), sl)
+        else:
+            def losses(p: dict[str, Tensor]) -> Tensor:
+                out = functional_call(model, (p, buffers), (inputs,))
+                return F.cross_entropy(out, targets, reduction="none")
+
+            values, pullback = vjp(losses, params)
+            eye = torch.eye(n, dtype=values.dtype, device=values.device)
+            for start in range(0, n, chunk):
+                sl = slice(start, min(start + chunk, n))
+                try:
+                    (grads,) = vmap(pullback)(eye[sl])
+                except RuntimeError:  # no batching rule: one pullback per sample
+                    rows = [pullback(row)[0] for row in eye[sl]]
+                    grads = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+                add(grads, sl)
+    return layers
+
+
+# --------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------
+
+
+def _layer_sqnorms(model: nn.Module, inputs: Any, targets: Tensor) -> dict[str, Tensor]:
+    plan = _make_plan(model)
+    n = targets.shape[0]
+    if plan.fallback_reason is None:
+        capture = _Capture(plan)
+        params = [p for p in model.parameters() if p.requires_grad]
+        capture.arm()
+        try:
+            with torch.enable_grad():
+                out = model(inputs)
+                loss = F.cross_entropy(out, targets, reduction="sum")
+                torch.autograd.grad(loss, params, allow_unused=True)
+        finally:
+            capture.disarm()
+        try:
+            return capture.layer_sqnorms(n)
+        except _NeedFallback as reason:
+            why = str(reason)
+        finally:
+            capture.release()
+    else:
+        why = plan.fallback_reason
+    _warn_once(
+        f"{type(model).__name__}:{why}",
+        "GraNd: ghost norms would not be exact for %s (%s); using the exact torch.func fallback (slower)",
+        type(model).__name__, why,
+    )
+    return _fallback_layer_sqnorms(model, inputs, targets, plan.coupled)
+
+
+def per_sample_grad_norms_by_layer(model: nn.Module, inputs: Any, targets: Tensor) -> dict[str, Tensor]:
+    """Exact per-sample gradient norms of each layer (module path -> Tensor[N]).
+
+    The gradient is that of each sample's own cross-entropy ``CE(model(inputs)_i, y_i)``
+    w.r.t. the trainable parameters owned directly by the module at that path (the names
+    ``DynamicsRecorder`` uses for per-layer gradient norms). Layers whose gradient is zero
+    for every sample may be missing. Leaves ``.grad`` and buffers untouched; uses the
+    model in its current mode (dropout in train mode draws new masks).
+    """
+    return {name: sq.sqrt() for name, sq in _layer_sqnorms(model, inputs, targets).items()}
+
+
+def per_sample_grad_norms(model: nn.Module, inputs: Any, targets: Tensor) -> Tensor:
+    """GraNd (Paul et al. 2021): exact ||∇_θ CE(model(inputs)_i, y_i)||₂ per sample -> [N].
+
+    Over all trainable parameters; per-sample loss, not the batch mean. Works on any
+    ``nn.Module`` classifier (no trainer needed); ghost norms where they are exact, the
+    ``torch.func`` fallback elsewhere (see the module docstring). ``.grad`` is untouched.
+    """
+    layers = _layer_sqnorms(model, inputs, targets)
+    if not layers:
+        return torch.zeros(targets.shape[0])
+    return torch.stack(list(layers.values())).sum(0).sqrt()
+
+
+# --------------------------------------------------------------------------------------
+# Schedule
+# --------------------------------------------------------------------------------------
+
+_SCHEDULE_HELP = (
+    "expected off, on/default (= " + DEFAULT_SCHEDULE + "), every:K (epochs 0, K, 2K, ...), "
+    "first:E (epochs 0..E-1), epochs:0,5,10, steps/all (every step), init (only before "
+    "training), each optionally prefixed with init+ (also once at initialisation)"
+)
+
+
+@dataclass(frozen=True)
+class GrandSchedule:
+    """On which epochs GraNd is recorded; every step of a scheduled epoch is scored, so
+    each training sample gets one exact GraNd per scheduled epoch.
+
+    ``init``: also score every training sample once before the first update (stored as
+    epoch -1, step -1; summaries average epochs ≥ 0 only, since GraNd at initialisation
+    does not beat random, Kirsch 2023).
+    """
+
+    kind: str  # "every", "first", "epochs", "all", "none"
+    k: int = 1
+    epochs: tuple[int, ...] = ()
+    init: bool = False
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> GrandSchedule:
+        original = text
+        if not isinstance(text, str):
+            raise ValueError(f"bad GraNd schedule {original!r}: {_SCHEDULE_HELP}")
+        text = text.strip().lower()
+        if text in ("on", "default"):
+            text = DEFAULT_SCHEDULE
+        init = False
+        if text.startswith("init+"):
+            init, text = True, text[len("init+"):].strip()
+            if text in ("on", "default"):
+                text = DEFAULT_SCHEDULE
+        if text in ("off", "none", "never") and not init:
+            return cls("none", text=original)
+        if text == "init" and not init:
+            return cls("none", init=True, text=original)
+        if text in ("steps", "all"):
+            return cls("all", init=init, text=original)
+
+        def integer(value: str, what: str, minimum: int) -> int:
+            if not re.fullmatch(r"\d+", value.strip()):
+                raise ValueError(f"bad GraNd schedule {original!r}: {what} must be an integer >= {minimum}; {_SCHEDULE_HELP}")
+            number = int(value)
+            if number < minimum:
+                raise ValueError(f"bad GraNd schedule {original!r}: {what} must be >= {minimum}; {_SCHEDULE_HELP}")
+            return number
+
+        kind, sep, arg = text.partition(":")
+        if sep and kind == "every":
+            return cls("every", k=integer(arg, "K", 1), init=init, text=original)
+        if sep and kind == "first":
+            return cls("first", k=integer(arg, "E", 1), init=init, text=original)
+        if sep and kind == "epochs":
+            parts = [part for part in arg.split(",")]
+            if not arg.strip() or any(not part.strip() for part in parts):
+                raise ValueError(f"bad GraNd schedule {original!r}: epochs needs a comma-separated list; {_SCHEDULE_HELP}")
+            epochs = tuple(sorted({integer(part, "an epoch", 0) for part in parts}))
+            return cls("epochs", epochs=epochs, init=init, text=original)
+        raise ValueError(f"bad GraNd schedule {original!r}: {_SCHEDULE_HELP}")
+
+    def scores_epoch(self, epoch: int) -> bool:
+        if self.kind == "all":
+            return True
+        if self.kind == "every":
+            return epoch % self.k == 0
+        if self.kind == "first":
+            return epoch < self.k
+        if self.kind == "epochs":
+            return epoch in self.epochs
+        return False
+
+
+# --------------------------------------------------------------------------------------
+# Recording during training
+# --------------------------------------------------------------------------------------
+
+_INPUT_KEYS = ("x", "input", "inputs", "image", "images", "features")
+_TARGET_KEYS = ("y", "target", "targets", "label", "labels")
+
+
+def _batch_parts(batch: Any) -> tuple[Any, Tensor | None, Tensor | None]:
+    """(inputs, targets, sample_ids) of a training batch (DynamicsRecorder's contract)."""
+    if isinstance(batch, Mapping):
+        x = next((batch[k] for k in _INPUT_KEYS if k in batch), None)
+        y = next((batch[k] for k in _TARGET_KEYS if k in batch), None)
+        return x, y, batch.get("sample_id")
+    if isinstance(batch, Sequence) and len(batch) >= 2:
+        return batch[0], batch[1], batch[2] if len(batch) >= 3 else None
+    return None, None, None
+
+
+class GrandRecording:
+    """Exact GraNd fused with the training step, driven by ``DynamicsRecorder``.
+
+    Args:
+        schedule: a ``GrandSchedule`` (or its text).
+        loss_reduction: how the training loss combines the per-sample cross-entropies
+            CE_i of the model's logits (the output of its final ``nn.Linear``):
+            ``"weighted_mean"`` (default; ``mean_i(w_i·CE_i)`` with any per-sample weights,
+            including weights computed inside ``training_step``), ``"mean"`` or ``"sum"``.
+            The output gradient of the final layer is c_i·(p_i − onehot(y_i)); c_i is read
+            off it (weighted_mean) or known (1/N, 1), checked, and every ghost norm is
+            divided by |c_i|, so the recorded value is the norm of the gradient of CE_i
+            itself. If the check fails (another loss, label smoothing, logits transformed
+            after the final Linear) the step is scored with the exact fallback, logged once.
+            Samples with weight 0 (c_i = 0) contributed no gradient; they are scored by
+            one extra exact pass over just those samples (same weights, RNG state
+            restored), never reported as 0.
+
+    The fallback passes call ``pl_module(x)`` on the batch inputs (batch[0] or a dict
+    key ``x``/``input``/``inputs``/``image``/``images``/``features``).
+    """
+
+    def __init__(self, schedule: GrandSchedule | str, loss_reduction: str = "weighted_mean") -> None:
+        if isinstance(schedule, str):
+            schedule = GrandSchedule.parse(schedule)
+        if loss_reduction not in ("weighted_mean", "mean", "sum"):
+            raise ValueError(f"loss_reduction must be weighted_mean, mean or sum, got {loss_reduction!r}")
+        self.schedule = schedule
+        self.loss_reduction = loss_reduction
+        self._module: nn.Module | None = None
+        self._plan: _Plan | None = None
+        self._capture: _Capture | None = None
+        self._head_handle: Any = None
+        self._head_input: Tensor | None = None
+        self._rows: list[tuple[int, int, Tensor, Tensor]] = []
+        self._pending: dict[str, Any] | None = None
+        self._rank = 0
+        self._permanent_fallback: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_module=None, _plan=None, _capture=None, _head_handle=None, _head_input=None, _pending=None)
+        return state
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def setup(self, trainer: Any, pl_module: nn.Module, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._module = pl_module
+        self._rank = int(getattr(trainer, "global_rank", 0))
+        self._plan = None
+        head = None
+        for module in pl_module.modules():
+            if isinstance(module, nn.Linear):
+                head = module
+        if self._head_handle is not None:
+            self._head_handle.remove()
+        self._head_handle = None if head is None else head.register_forward_hook(self._head_hook)
+
+    def _head_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if torch.is_grad_enabled() and module.training and args and isinstance(args[0], Tensor):
+            self._head_input = args[0]
+
+    def last_layer_sqnorm(self) -> Tensor | None:
+        """||h||² per sample of the final Linear's input for the current batch, or None
+        (then the recorder leaves ``grand_last`` NaN): EL2N·sqrt(||h||²+1) is the exact
+        gradient norm of that layer when its output is the logits."""
+        h, self._head_input = self._head_input, None
+        if h is None or h.dim() != 2:
+            return None
+        with torch.no_grad():
+            h = h.detach().float()
+            return torch.linalg.vecdot(h, h)
+
+    def _get_plan(self) -> _Plan:
+        if self._plan is None:
+            assert self._module is not None
+            self._plan = _make_plan(self._module)
+            self._capture = _Capture(self._plan)
+        return self._plan
+
+    def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
+        if not self.schedule.init:
+            return
+        loader = trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None:
+            _warn_once("init-no-dataset", "GraNd init+: the training dataloader has no dataset; skipped")
+            return
+        world, rank = int(getattr(trainer, "world_size", 1)), self._rank
+        indices = list(range(rank, len(dataset), world))
+        subset = torch.utils.data.Subset(dataset, indices)
+        batch_size = getattr(loader, "batch_size", None) or 64
+        plain = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, collate_fn=loader.collate_fn)
+        device = next(pl_module.parameters()).device
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            for batch in plain:
+                x, y, ids = _batch_parts(batch)
+                if x is None or y is None or ids is None:
+                    _warn_once("init-batch", "GraNd init+: batches need inputs, targets and sample ids; skipped")
+                    return
+                x, y = _to(x, device), y.to(device)
+                norms = per_sample_grad_norms(pl_module, x, y)
+                self._rows.append((-1, -1, ids.detach().cpu(), norms.detach().float().cpu()))
+
+    def on_train_batch_start(self, trainer: Any, pl_module: nn.Module, batch: Any, batch_idx: int) -> None:
+        self._pending = None
+        if not self.schedule.scores_epoch(int(trainer.current_epoch)):
+            return
+        x, y, ids = _batch_parts(batch)
+        if y is None or ids is None:
+            _warn_once("batch", "GraNd: training batches need targets and sample ids; not recorded")
+            return
+        plan = self._get_plan()
+        self._pending = {
+            "epoch": int(trainer.current_epoch), "step": int(trainer.global_step),
+            "x": x, "y": y, "ids": ids,
+        }
+        if plan.fallback_reason is None and self._permanent_fallback is None:
+            self._capture.arm()
+
+    def on_after_backward(self, trainer: Any, pl_module: nn.Module) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        capture = self._capture
+        armed = capture is not None and capture.armed
+        if capture is not None:
+            capture.disarm()
+        try:
+            norms = self._score(pending, armed)
+        finally:
+            if capture is not None:
+                capture.release()
+        if norms is not None:
+            self._rows.append((pending["epoch"], pending["step"], pending["ids"].detach().cpu(), norms))
+
+    def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._pending is not None:  # no on_after_backward (e.g. a skipped step)
+            _warn_once("no-backward", "GraNd: a scheduled step ended without on_after_backward; not recorded")
+            self._pending = None
+        if self._capture is not None:
+            self._capture.disarm()
+            self._capture.release()
+
+    def take_rows(self) -> dict[str, np.ndarray] | None:
+        """Rows recorded since the last call (table ``grand``), or None."""
+        if not self._rows:
+            return None
+        rows, self._rows = self._rows, []
+        counts = [len(ids) for _, _, ids, _ in rows]
+        return {
+            "epoch": np.repeat(np.asarray([r[0] for r in rows], dtype=np.int32), counts),
+            "step": np.repeat(np.asarray([r[1] for r in rows], dtype=np.int64), counts),
+            "sample_id": torch.cat([r[2] for r in rows]).long().numpy(),
+            "grand": torch.cat([r[3] for r in rows]).float().numpy(),
+            "rank": np.full(sum(counts), self._rank, dtype=np.int16),
+        }
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def _score(self, pending: dict[str, Any], armed: bool) -> Tensor | None:
+        y: Tensor = pending["y"]
+        n = y.shape[0]
+        plan = self._plan
+        why = self._permanent_fallback or plan.fallback_reason
+        if why is None and armed:
+            try:
+                with torch.no_grad():
+                    layers = self._capture.layer_sqnorms(n)
+                    scale = self._loss_scale(y)
+                    total = torch.stack(list(layers.values())).sum(0) if layers else torch.zeros(n)
+                    norms = total.clamp_min(0).sqrt()
+                    zero = scale == 0
+                    norms = norms / scale.abs().clamp_min(torch.finfo(scale.dtype).tiny)
+                    if bool(zero.any()):
+                        index = zero.nonzero().flatten()
+                        extra = self._exact(pending, index)
+                        if extra is None:
+                            return None
+                        norms[index] = extra.to(norms.dtype)
+                return norms.float().cpu()
+            except _NeedFallback as reason:
+                why = str(reason)
+                if "ran more than once" in why or "functionally" in why:
+                    self._permanent_fallback = why
+        _warn_once(
+            f"recording:{why}",
+            "GraNd: ghost norms would not be exact (%s); scoring with the exact torch.func fallback (slower)",
+            why,
+        )
+        norms = self._exact(pending, None)
+        return None if norms is None else norms.float().cpu()
+
+    def _exact(self, pending: dict[str, Any], index: Tensor | None) -> Tensor | None:
+        """Exact norms via pl_module(x) on (a subset of) the batch; RNG state restored."""
+        x, y = pending["x"], pending["y"]
+        if x is None:
+            _warn_once("no-inputs", "GraNd: cannot find the inputs in the batch for the exact pass; step not recorded")
+            return None
+        if index is not None:
+            x = _index(x, index)
+            y = y[index]
+        module = self._module
+        device = y.device
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            return per_sample_grad_norms(module, x, y).detach()
+
+    def _loss_scale(self, y: Tensor) -> Tensor:
+        """c_i with dLoss/dlogits_i = c_i·(softmax_i − onehot(y_i)), checked."""
+        plan = self._plan
+        head = plan.head
+        index = next((i for i, (_, m, _) in enumerate(plan.modules) if m is head), None)
+        z = None if index is None else self._capture.outputs[index]
+        g = None if index is None else self._capture.grads[index]
+        n = y.shape[0]
+        if z is None or g is None or z.dim() != 2 or z.shape[0] != n or int(y.max()) >= z.shape[1]:
+            raise _NeedFallback("the final Linear's output is not the [N, classes] logits")
+        dtype = _compute_dtype(g)
+        z = z.detach().to(dtype)
+        g = g.detach().to(dtype)
+        p = torch.softmax(z, dim=1)
+        onehot = F.one_hot(y.long(), z.shape[1]).to(dtype)
+        r = p - onehot
+        if self.loss_reduction == "weighted_mean":
+            # Off-label entries are c·p_j without cancellation: a precise estimate of c.
+            off = p * (1 - onehot)
+            denominator = torch.linalg.vecdot(off, off)
+            # p_y == 1 exactly (no off-label mass): the gradient is 0, any c != 0 will do.
+            c = torch.where(
+                denominator > 0, torch.linalg.vecdot(g, off) / denominator.clamp_min(torch.finfo(dtype).tiny), 1.0
+            )
+        else:
+            c = torch.full((n,), 1.0 / n if self.loss_reduction == "mean" else 1.0, dtype=dtype, device=g.device)
+        eps = 1e-4 if dtype == torch.float32 else 1e-9
+        residual = torch.linalg.vector_norm(g - c.unsqueeze(1) * r, dim=1)
+        limit = eps * torch.linalg.vector_norm(g, dim=1) + 10 * eps * c.abs()
+        if not bool((residual <= limit).all()):
+            raise _NeedFallback(
+                f"the loss is not {self.loss_reduction} cross-entropy of the final Linear's output "
+                "(label smoothing, another loss, or transformed logits?)"
+            )
+        return c
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, Tensor):
+        return x.to(device)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(v, device) for v in x)
+    return x
+
+
+def _index(x: Any, index: Tensor) -> Any:
+    if isinstance(x, Tensor):
+        return x[index.to(x.device)]
+    if isinstance(x, (tuple, list)):
+        return type(x)(_index(v, index) for v in x)
+    raise _NeedFallback("unsupported input type")
