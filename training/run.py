@@ -130,6 +130,7 @@ def train(config: TrainConfig) -> str:
     sampler = None
     parent_run_id = None
     curriculum_name = None
+    reload_every = 0
     if config.curriculum is not None:
         from training.curriculum_run import attach_curriculum
 
@@ -138,6 +139,7 @@ def train(config: TrainConfig) -> str:
         module_kwargs.update(attachment.module_kwargs)
         parent_run_id = attachment.parent_run_id
         curriculum_name = attachment.curriculum_label
+        reload_every = getattr(attachment, "reload_dataloaders_every_n_epochs", 0)
 
     train_loader = DataLoader(
         dataset,
@@ -183,6 +185,7 @@ def train(config: TrainConfig) -> str:
         enable_progress_bar=config.progress,
         deterministic=True,
         num_sanity_val_steps=0,
+        reload_dataloaders_every_n_epochs=reload_every,
     )
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     if recorder.run_id is None:

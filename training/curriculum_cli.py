@@ -1,0 +1,122 @@
+"""``trainmap curriculum``: build a curriculum file from one or more runs' scores.
+
+    trainmap curriculum --run ID [--run ID2] --score aum --strategy downweight-noise \\
+        --fraction 0.2 -o cur.parquet
+
+Writes ``-o FILE`` (.parquet, or .csv + FILE.csv.json) and a copy into
+``<store>/curricula/``; prints the file path and a one-line summary. Torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _param_type(kind: Any) -> Callable[[str], Any]:
+    if isinstance(kind, tuple):
+        return str
+    return kind
+
+
+def add_curriculum_command(commands: Any, store_argument: Callable[[argparse.ArgumentParser], None]) -> None:
+    from store.curriculum import PARAMS, STRATEGIES
+
+    strategies = "; ".join(f"{name}: {spec.description}" for name, spec in STRATEGIES.items())
+    parser = commands.add_parser(
+        "curriculum",
+        help="build a curriculum file from per-sample scores",
+        description="Build a curriculum (prune, reweight, pace, or an online rule) from the scores of "
+        "one run or averaged over several, and export it as a file that `trainmap train "
+        f"--curriculum FILE` consumes. Strategies: {strategies}.",
+    )
+    parser.add_argument("--run", action="append", required=True, metavar="ID",
+                        help="source run id; repeat or comma-separate to average scores over runs")
+    parser.add_argument("--score", default=None,
+                        help="score to rank by (loss, el2n, grand, forgetting_events, aum, confidence, ...; "
+                        "'cartography' for downweight-noise: the hard-to-learn region)")
+    parser.add_argument("--strategy", required=True, choices=list(STRATEGIES), metavar="NAME",
+                        help=f"one of {', '.join(STRATEGIES)}")
+    parser.add_argument("--epochs", default=None, metavar="FIRST:LAST",
+                        help="score over these epochs only (e.g. 0:9; Data Diet scores early)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random / stratified selection (default: 0)")
+    parser.add_argument("--name", default=None, help="name recorded in the file and shown with reruns")
+    for param in PARAMS.values():
+        kind = param.kind
+        parser.add_argument(
+            f"--{param.name.replace('_', '-')}", dest=f"param_{param.name}", default=None,
+            type=_param_type(kind), choices=list(kind) if isinstance(kind, tuple) else None,
+            metavar=None if isinstance(kind, tuple) else kind.__name__.upper(), help=param.help,
+        )
+    parser.add_argument("-o", "--output", default=None, metavar="FILE",
+                        help="write .parquet or .csv (+ FILE.csv.json); default: only the copy in <store>/curricula/")
+    store_argument(parser)
+    parser.set_defaults(handler=cmd_curriculum)
+
+
+def cmd_curriculum(args: argparse.Namespace) -> int:
+    """Errors leave as ``CurriculumError`` (a ``StoreError``): cli.main prints one line.
+
+    (``training.cli.CliError`` is re-raised as such because under ``python -m
+    training.cli`` the running module is ``__main__``, whose CliError is another class.)
+    """
+    from store.curriculum import CurriculumError
+    from training import cli
+
+    try:
+        return _build(args)
+    except cli.CliError as error:
+        raise CurriculumError(str(error)) from None
+
+
+def _build(args: argparse.Namespace) -> int:
+    from store import sample_summary
+    from store.curriculum import FILE_SUFFIXES, CurriculumError, build_curriculum, save_curriculum, save_to_store
+    from training.cli import CliError, _open_store, _run_ids
+
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        if output.suffix.lower() not in FILE_SUFFIXES:
+            raise CliError(f"cannot write {str(output)!r}: a curriculum file ends in .parquet or .csv")
+        if not output.parent.is_dir():
+            raise CliError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
+    store = _open_store(args)
+    run_ids = _run_ids(args, store)
+    epochs = None
+    if args.epochs:
+        try:
+            low, _, high = args.epochs.partition(":")
+            epochs = (int(low), int(high or low))
+        except ValueError:
+            raise CliError(f"--epochs expects FIRST:LAST (e.g. 0:9) or one epoch, got {args.epochs!r}") from None
+    params = {key[len("param_"):]: value for key, value in vars(args).items()
+              if key.startswith("param_") and value is not None}
+    tasks = {store.run_info(run_id).get("task") for run_id in run_ids}
+    if len(tasks) > 1:
+        raise CliError(f"the runs belong to different tasks ({', '.join(sorted(map(str, tasks)))})")
+    try:
+        summary = sample_summary(store, run_ids, epochs)
+        curriculum = build_curriculum(
+            summary, args.strategy, args.score, seed=args.seed, task=tasks.pop(),
+            source_runs=run_ids, name=args.name, **params,
+        )
+    except CurriculumError:
+        raise
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    copy = save_to_store(curriculum, store.root)
+    if output is not None:
+        save_curriculum(curriculum, output)
+    facts = curriculum.summary()
+    noisy = summary["label_noisy"].fillna(False).to_numpy(bool) if "label_noisy" in summary else None
+    line = f"{curriculum.label}: {facts['kept']} of {facts['samples']} samples kept"
+    if noisy is not None and noisy.any():
+        weights = curriculum.weights_for(summary["sample_id"].to_numpy())
+        line += (f"; of {int(noisy.sum())} flipped labels {int((weights[noisy] == 0).sum())} pruned, "
+                 f"{int(((weights[noisy] > 0) & (weights[noisy] < 1)).sum())} down-weighted")
+    print(line, file=sys.stderr)
+    print(f"saved {copy}", file=sys.stderr)
+    print(str(output if output is not None else copy))
+    return 0

@@ -1,0 +1,258 @@
+"""Training with a curriculum file: a ``Sampler``, per-sample loss weights, online rules.
+
+``attach_curriculum`` is what ``training.run.train`` calls for ``--curriculum FILE``.
+``CurriculumSampler`` works without Lightning::
+
+    sampler = CurriculumSampler.from_file("cur.parquet", dataset_size=len(dataset))
+    loader = DataLoader(dataset, batch_size=64, sampler=sampler)
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)          # optional: each pass is the next epoch anyway
+        for x, y, *_ in loader: ...
+
+What a file does in training (store.curriculum has the definitions):
+
+* ``weight`` > 0: the sample is drawn and its loss is multiplied by its weight (the
+  dataset's ``weights``, recorded per presentation); weight 0: never drawn;
+* ``start_epoch`` (pacing): the sample is drawn from that epoch on; batches are drawn
+  from the available pool and an epoch keeps the full data's number of steps
+  (Hacohen & Weinshall 2019 define pacing per step);
+* online rules (metadata ``online``): InfoBatch re-plans each epoch from the latest
+  losses (shorter epochs, so the dataloader is rebuilt each epoch), self-paced keeps the
+  lowest-loss fraction given by the pacing function, loss-reweight multiplies each
+  batch's loss weights by ``batch_size * softmax(g(l~)/tau)``;
+* ``keep_steps``: an epoch has as many samples as the full dataset (the parent's step
+  count), cycling through the kept ones, so pruned runs compare fairly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Sampler
+
+from store.curriculum import (
+    Curriculum,
+    CurriculumError,
+    available_count,
+    infobatch_plan,
+    load_curriculum,
+    sow_weights,
+)
+
+
+class CurriculumSampler(Sampler[int]):
+    """Yields dataset positions for one epoch at a time.
+
+    Args:
+        weights: per position; positions with weight 0 are never drawn.
+        start_epoch: optional per position: drawn only from that epoch on.
+        num_samples: samples per epoch; ``None`` = the number eligible that epoch. With a
+            number larger than the eligible pool the pool is cycled in fresh permutations.
+        seed: the order of epoch ``e`` is a permutation seeded by ``(seed, e)``.
+        plan: optional ``epoch -> mask`` of positions an online rule allows that epoch
+            (called once per epoch, before the epoch's first batch).
+
+    Each pass over the sampler is the next epoch unless ``set_epoch`` says otherwise
+    (Lightning calls ``set_epoch``; a plain loop need not).
+    """
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        start_epoch: np.ndarray | None = None,
+        *,
+        num_samples: int | None = None,
+        seed: int = 0,
+        plan: Callable[[int], np.ndarray] | None = None,
+    ) -> None:
+        self.weights = np.asarray(weights, dtype=np.float64)
+        if self.weights.ndim != 1 or len(self.weights) == 0:
+            raise CurriculumError("CurriculumSampler needs a non-empty 1-d array of weights")
+        if not (self.weights > 0).any():
+            raise CurriculumError("all weights are zero; nothing would be trained on")
+        self.start_epoch = None if start_epoch is None else np.asarray(start_epoch, dtype=np.int64)
+        self.num_samples = num_samples
+        self.seed = int(seed)
+        self.plan = plan
+        self.epoch = 0
+        self._iterated: int | None = None
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        dataset_size: int,
+        epoch: int = 0,
+        sample_ids: np.ndarray | None = None,
+        seed: int = 0,
+        keep_steps: bool = False,
+        task: str | None = None,
+    ) -> "CurriculumSampler":
+        """A sampler over a dataset whose position i holds ``sample_ids[i]`` (default i)."""
+        ids = np.arange(dataset_size) if sample_ids is None else np.asarray(sample_ids)
+        curriculum = load_curriculum(path, task=task, sample_ids=ids)
+        paced = curriculum.start_epochs_for(ids)
+        sampler = cls(
+            curriculum.weights_for(ids),
+            paced,
+            num_samples=dataset_size if (keep_steps or paced is not None) else None,
+            seed=seed,
+        )
+        sampler.set_epoch(epoch)
+        return sampler
+
+    # -- epochs ----------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._iterated = None
+
+    def _current_epoch(self) -> int:
+        # After a pass over epoch e with no set_epoch since, the next use is epoch e + 1.
+        return self.epoch + 1 if self._iterated == self.epoch else self.epoch
+
+    def eligible(self, epoch: int | None = None) -> np.ndarray:
+        """Positions drawn from in ``epoch`` (sorted)."""
+        epoch = self._current_epoch() if epoch is None else int(epoch)
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        mask = self.weights > 0
+        if self.start_epoch is not None:
+            mask &= self.start_epoch <= epoch
+        if self.plan is not None:
+            mask &= np.asarray(self.plan(epoch), dtype=bool)
+        if not mask.any():  # never an empty epoch: fall back to the file's kept set
+            mask = self.weights > 0
+        positions = np.flatnonzero(mask)
+        self._cache = (epoch, positions)
+        return positions
+
+    def __len__(self) -> int:
+        if self.num_samples is not None:
+            return int(self.num_samples)
+        return int(len(self.eligible()))
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self._current_epoch()
+        self.epoch = epoch
+        pool = self.eligible(epoch)
+        length = len(self)
+        self._iterated = epoch
+        rng = np.random.default_rng([self.seed, epoch])
+        order = [rng.permutation(pool) for _ in range(max(1, math.ceil(length / len(pool))))]
+        yield from (int(i) for i in np.concatenate(order)[:length])
+
+
+class LatestLoss:
+    """The latest training loss of each position, updated per batch (``on_batch_losses``)."""
+
+    def __init__(self, sample_ids: np.ndarray) -> None:
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        self.position_of = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
+        self.position_of[ids] = np.arange(len(ids))
+        self.loss = np.full(len(ids), np.nan)
+
+    def __call__(self, sample_ids: Tensor, losses: Tensor) -> None:
+        positions = self.position_of[sample_ids.cpu().numpy()]
+        self.loss[positions] = losses.detach().float().cpu().numpy()
+
+
+@dataclass
+class CurriculumAttachment:
+    """What ``training.run.train`` wires into the DataLoader, Classifier and Trainer."""
+
+    curriculum: Curriculum
+    sampler: CurriculumSampler | None
+    module_kwargs: dict[str, Any] = field(default_factory=dict)
+    parent_run_id: str | None = None
+    curriculum_label: str | None = None
+    #: InfoBatch changes the epoch length: the Trainer must rebuild the loader per epoch
+    reload_dataloaders_every_n_epochs: int = 0
+
+
+def _sow_hook(g: str, delta: float, tau: float) -> Callable[[Tensor, Tensor], Tensor]:
+    def online_weights(sample_ids: Tensor, losses: Tensor) -> Tensor:
+        weights = sow_weights(losses.detach().float().cpu().numpy(), g=g, delta=delta, tau=tau)
+        return torch.as_tensor(weights * len(weights), dtype=losses.dtype, device=losses.device)
+
+    return online_weights
+
+
+def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: int) -> CurriculumAttachment:
+    """Load ``config.curriculum`` (validated against the task and the dataset's ids) and
+    build the sampler, the loss weights and the online hooks for ``dataset``
+    (a ``training.module.IndexedDataset``; its ``weights`` are replaced)."""
+    path = Path(config.curriculum)
+    ids = dataset.sample_ids.cpu().numpy()
+    curriculum = load_curriculum(path, task=task_name, sample_ids=ids)
+    base = curriculum.weights_for(ids)
+    start = curriculum.start_epochs_for(ids)
+    dataset.weights = torch.as_tensor(base, dtype=torch.float32)
+    online = curriculum.online or {}
+    rule = online.get("rule")
+    params = online.get("params") or {}
+    seed = int(getattr(config, "seed", 0))
+    n = len(ids)
+    module_kwargs: dict[str, Any] = {}
+    plan = None
+    reload_every = 0
+    num_samples = n if (getattr(config, "keep_steps", False) or start is not None) else None
+
+    if rule == "loss-reweight":
+        module_kwargs["online_weights"] = _sow_hook(
+            params.get("g", "linear-upper"), float(params.get("delta", 1.0)), float(params.get("tau", 1.0))
+        )
+    elif rule in ("infobatch", "self-paced"):
+        latest = LatestLoss(ids)
+        module_kwargs["on_batch_losses"] = latest
+        if rule == "infobatch":
+            prune_ratio = float(params.get("prune_ratio", 0.5))
+            delta = float(params.get("delta", 0.875))
+
+            def plan(epoch: int) -> np.ndarray:
+                keep, factor, _ = infobatch_plan(
+                    latest.loss, epoch, config.epochs, prune_ratio, delta,
+                    rng=np.random.default_rng([seed, 7919, epoch]),
+                )
+                dataset.weights = torch.as_tensor(base * np.where(keep, factor, 1.0), dtype=torch.float32)
+                return keep
+
+            if num_samples is None:
+                reload_every = 1
+        else:
+            pacing = {k: params[k] for k in ("pacing", "r0", "duration", "stages", "power") if k in params}
+            start_rank = np.zeros(n) if start is None else start.astype(float)
+            start = None  # the online rule replaces the static schedule
+            num_samples = n
+            kept = base > 0
+
+            def plan(epoch: int) -> np.ndarray:
+                count = available_count(epoch, int(kept.sum()), **pacing)
+                loss = np.where(np.isnan(latest.loss), np.inf, latest.loss)
+                order = np.lexsort((np.arange(n), start_rank, loss, ~kept))
+                mask = np.zeros(n, dtype=bool)
+                mask[order[:count]] = True
+                return mask
+
+    sampler = None
+    needs_sampler = plan is not None or start is not None or num_samples is not None or (base == 0).any()
+    if needs_sampler:
+        sampler = CurriculumSampler(base, start, num_samples=num_samples, seed=seed, plan=plan)
+    parent = (curriculum.metadata.get("source_runs") or [None])[0]
+    return CurriculumAttachment(
+        curriculum=curriculum,
+        sampler=sampler,
+        module_kwargs=module_kwargs,
+        parent_run_id=parent,
+        curriculum_label=f"{path.name}: {curriculum.label}",
+        reload_dataloaders_every_n_epochs=reload_every,
+    )
