@@ -117,15 +117,14 @@ def step_curves(root: str, run_id: str, version: tuple, max_points: int = MAX_ST
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def sample_count(root: str, run_id: str, version: tuple) -> int:
+def overview(root: str, run_id: str, version: tuple) -> dict[str, Any]:
+    """samples, sample_id_min, sample_id_max, recorded_scores (``store.summary_overview``)."""
     del version
-    return store_api.sample_count(Store(root), run_id)
+    return store_api.summary_overview(Store(root), run_id)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
 def recorded_scores(root: str, run_id: str, version: tuple) -> list[str]:
-    del version
-    return store_api.recorded_scores(Store(root), run_id)
+    return overview(root, run_id, version)["recorded_scores"]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -142,10 +141,10 @@ def region_counts(root: str, run_id: str, version: tuple, ambiguous_variability:
     return store_api.region_counts(Store(root), run_id, ambiguous_variability, easy_confidence)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def score_histogram(root: str, run_id: str, version: tuple, score: str, bins: int = 40):
+@st.cache_data(show_spinner=False, max_entries=64)
+def score_histograms(root: str, run_id: str, version: tuple, scores: tuple[str, ...], bins: int = 40):
     del version
-    return store_api.score_histogram(Store(root), run_id, score, bins)
+    return store_api.score_histograms(Store(root), run_id, list(scores), bins)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -166,10 +165,11 @@ def sample_record(root: str, run_id: str, version: tuple, sample_id: int) -> dic
     return store_api.sample_record(Store(root), run_id, sample_id)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
 def sample_id_range(root: str, run_id: str, version: tuple) -> tuple[int, int] | None:
-    del version
-    return store_api.sample_id_range(Store(root), run_id)
+    info = overview(root, run_id, version)
+    if info["sample_id_min"] is None:
+        return None
+    return info["sample_id_min"], info["sample_id_max"]
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

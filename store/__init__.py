@@ -53,7 +53,9 @@ from store.views import (  # noqa: E402
     sample_record,
     score_agreement,
     score_histogram,
+    score_histograms,
     step_curves,
+    summary_overview,
 )
 
 __all__ += [
@@ -73,6 +75,8 @@ __all__ += [
     "sample_record",
     "score_agreement",
     "score_histogram",
+    "score_histograms",
     "step_curves",
     "steps",
+    "summary_overview",
 ]

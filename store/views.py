@@ -117,15 +117,28 @@ def _live_summary(root: str, run_id: str, version: tuple) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def _summary_connection(store: Store, run_id: str) -> duckdb.DuckDBPyConnection:
-    """A connection with a view ``summary``: one row per training sample of the run."""
-    con = duckdb.connect()
+#: One in-memory database per process; each query runs on its own cursor (a cheap,
+#: thread-safe connection to it) with the run's files registered cursor-locally.
+_DATABASE = duckdb.connect()
+
+
+def _cursor() -> duckdb.DuckDBPyConnection:
+    return _DATABASE.cursor()
+
+
+def _register_summary(con: duckdb.DuckDBPyConnection, store: Store, run_id: str, name: str) -> None:
+    """Make ``name`` the run's per-sample summary on this cursor (materialised or live)."""
     materialised = store.run_dir(run_id) / "summary.parquet"
     if materialised.exists():
-        con.read_parquet(str(materialised)).create_view("summary")
+        con.register(name, con.read_parquet(str(materialised)))
     else:
-        table = _live_summary(str(store.root), run_id, run_version(store, run_id))
-        con.register("summary", table)
+        con.register(name, _live_summary(str(store.root), run_id, run_version(store, run_id)))
+
+
+def _summary_connection(store: Store, run_id: str) -> duckdb.DuckDBPyConnection:
+    """A cursor with a view ``summary``: one row per training sample of the run."""
+    con = _cursor()
+    _register_summary(con, store, run_id, "summary")
     return con
 
 
@@ -179,9 +192,9 @@ def step_curves(store: Store, run_id: str, max_points: int = 2_000) -> Sampled:
     empty = pd.DataFrame(columns=["step", "epoch", "loss", "grad_norm", "lr"])
     if not files:
         return Sampled(empty, 0, "all")
-    con = duckdb.connect()
+    con = _cursor()
     try:
-        con.read_parquet([str(path) for path in files]).create_view("steps")
+        con.register("steps", con.read_parquet([str(path) for path in files]))
         total = int(con.execute("SELECT count(*) FROM steps").fetchone()[0])
         if total <= max_points:
             frame = con.execute(
@@ -275,56 +288,90 @@ def region_counts(
     return counts
 
 
-def score_histogram(store: Store, run_id: str, score: str, bins: int = 40) -> Histogram:
-    """Counts of ``score`` in equal-width bins, binned in DuckDB; flipped labels counted apart.
+def score_histograms(store: Store, run_id: str, scores: list[str], bins: int = 40) -> dict[str, Histogram]:
+    """Counts of each score in equal-width bins, binned in DuckDB; flipped labels counted apart.
 
     Whole-number scores (forgetting events, first-learned epoch) get bins one unit wide,
-    or a whole multiple of it when the range is wider than ``bins``.
+    or a whole multiple of it when the range is wider than ``bins``. One cursor, two
+    queries for all the scores together.
     """
-    column = _column(score)
-    value = f"{column}::DOUBLE"
-    stats = _query(
-        store,
-        run_id,
-        f"""
-        SELECT count(*) AS total,
-               count(*) FILTER (WHERE {value} IS NULL OR isnan({value})) AS missing,
-               min({value}) FILTER (WHERE NOT isnan({value})) AS low,
-               max({value}) FILTER (WHERE NOT isnan({value})) AS high
-        FROM summary
-        """,
-    ).iloc[0]
-    total, missing = int(stats["total"]), int(stats["missing"])
-    empty = pd.DataFrame(columns=["bin_start", "bin_end", "samples", "flipped"])
-    if total == missing:
-        return Histogram(empty, score, missing, total)
-    low, high = float(stats["low"]), float(stats["high"])
-    if score in INTEGER_SCORES:
-        width = float(max(1, math.ceil((high - low + 1) / bins)))
-        low -= 0.5
-        last_bin = int((high - low) // width)
-    else:
-        width = (high - low) / bins if high > low else 1.0
-        last_bin = bins - 1
-    counts = _query(
-        store,
-        run_id,
-        f"""
-        SELECT least(floor(({value} - $low) / $width), $last)::BIGINT AS bin,
-               count(*) AS samples,
-               count(*) FILTER (WHERE label_noisy) AS flipped
-        FROM summary
-        WHERE {value} IS NOT NULL AND NOT isnan({value})
-        GROUP BY bin ORDER BY bin
-        """,
-        # float rounding may put the maximum one bin past the end: clip it back
-        {"low": low, "width": width, "last": last_bin},
+    if not scores:
+        return {}
+    values = {score: f"{_column(score)}::DOUBLE" for score in scores}
+    stats_sql = ", ".join(
+        f"count(*) FILTER (WHERE {v} IS NULL OR isnan({v})) AS \"missing_{i}\", "
+        f"min({v}) FILTER (WHERE NOT isnan({v})) AS \"low_{i}\", "
+        f"max({v}) FILTER (WHERE NOT isnan({v})) AS \"high_{i}\""
+        for i, v in enumerate(values.values())
     )
-    counts["bin_start"] = low + counts["bin"] * width
-    counts["bin_end"] = counts["bin_start"] + width
-    return Histogram(
-        counts[["bin_start", "bin_end", "samples", "flipped"]], score, missing, total
+    con = _summary_connection(store, run_id)
+    try:
+        stats = con.execute(f"SELECT count(*) AS total, {stats_sql} FROM summary").df().iloc[0]
+        total = int(stats["total"])
+        plans: dict[str, tuple[float, float, int]] = {}
+        parts, parameters = [], {}
+        for i, (score, value) in enumerate(values.items()):
+            if int(stats[f"missing_{i}"]) == total:
+                continue
+            low, high = float(stats[f"low_{i}"]), float(stats[f"high_{i}"])
+            if score in INTEGER_SCORES:
+                width = float(max(1, math.ceil((high - low + 1) / bins)))
+                low -= 0.5
+                last_bin = int((high - low) // width)
+            else:
+                width = (high - low) / bins if high > low else 1.0
+                last_bin = bins - 1  # float rounding may put the maximum one bin past the end
+            plans[score] = (low, width, last_bin)
+            parameters.update({f"low_{i}": low, f"width_{i}": width, f"last_{i}": last_bin})
+            parts.append(
+                f"SELECT {i} AS score_index, "
+                f"least(floor(({value} - $low_{i}) / $width_{i}), $last_{i})::BIGINT AS bin, "
+                "count(*) AS samples, count(*) FILTER (WHERE label_noisy) AS flipped "
+                f"FROM summary WHERE {value} IS NOT NULL AND NOT isnan({value}) GROUP BY bin"
+            )
+        counts = (con.execute(" UNION ALL ".join(parts), parameters).df() if parts
+                  else pd.DataFrame(columns=["score_index", "bin", "samples", "flipped"]))
+    except duckdb.Error as error:
+        raise StoreError(f"cannot bin the scores of run {run_id!r}: {error}") from error
+    finally:
+        con.close()
+    histograms = {}
+    for i, score in enumerate(values):
+        missing = int(stats[f"missing_{i}"])
+        if score not in plans:
+            empty = pd.DataFrame(columns=["bin_start", "bin_end", "samples", "flipped"])
+            histograms[score] = Histogram(empty, score, missing, total)
+            continue
+        low, width, _ = plans[score]
+        frame = counts[counts["score_index"] == i].sort_values("bin").reset_index(drop=True)
+        frame["bin_start"] = low + frame["bin"] * width
+        frame["bin_end"] = frame["bin_start"] + width
+        histograms[score] = Histogram(
+            frame[["bin_start", "bin_end", "samples", "flipped"]], score, missing, total)
+    return histograms
+
+
+def score_histogram(store: Store, run_id: str, score: str, bins: int = 40) -> Histogram:
+    """One score's histogram (see :func:`score_histograms`)."""
+    return score_histograms(store, run_id, [score], bins)[score]
+
+
+def summary_overview(store: Store, run_id: str) -> dict[str, Any]:
+    """samples, sample_id_min, sample_id_max and recorded_scores of a run, in one query."""
+    names = list(SCORES)
+    counts = ", ".join(
+        f"count({_column(name)}) FILTER (WHERE NOT isnan({_column(name)}::DOUBLE)) AS \"{name}\""
+        for name in names
     )
+    row = _query(store, run_id, "SELECT count(*) AS samples, min(sample_id) AS low, "
+                 f"max(sample_id) AS high, {counts} FROM summary").iloc[0]
+    samples = int(row["samples"])
+    return {
+        "samples": samples,
+        "sample_id_min": None if samples == 0 else int(row["low"]),
+        "sample_id_max": None if samples == 0 else int(row["high"]),
+        "recorded_scores": [name for name in names if int(row[name]) > 0],
+    }
 
 
 def forgetting_counts(store: Store, run_id: str) -> pd.DataFrame:
@@ -431,14 +478,10 @@ def score_agreement(
     if not 0 < top_fraction <= 1:
         raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
     column, key = _column(score), _hardness_sql(score)
-    con = duckdb.connect()
+    con = _cursor()
     try:
         for name, run_id in (("summary_a", run_a), ("summary_b", run_b)):
-            materialised = store.run_dir(run_id) / "summary.parquet"
-            if materialised.exists():
-                con.read_parquet(str(materialised)).create_view(name)
-            else:
-                con.register(name, _live_summary(str(store.root), run_id, run_version(store, run_id)))
+            _register_summary(con, store, run_id, name)
         con.execute(
             f"""
             CREATE TEMP TABLE joined AS

@@ -67,7 +67,7 @@ def header(info: dict, version: tuple) -> None:
     cols[2].metric("Label noise", common.percent(config.get("label_noise", 0.0), 0))
     cols[3].metric("Epochs", f"{info.get('epochs_done', 0)}/{info.get('max_epochs') or '?'}")
     cols[4].metric("Best val accuracy", common.percent(info.get("best_val_accuracy")))
-    cols[5].metric("Samples", f"{common.sample_count(root, run_id, version):,}")
+    cols[5].metric("Samples", f"{common.overview(root, run_id, version)['samples']:,}")
     lineage = []
     if info.get("parent_run_id"):
         lineage.append(f"parent run `{info['parent_run_id']}`")
@@ -139,10 +139,11 @@ def scores_view(version: tuple, scores: list[str]) -> None:
     st.caption("Distribution of every per-sample score over the training set (binned in "
                "DuckDB; red: samples whose label was flipped).")
     shown = [name for name in scores if name != "forgetting_events"]
+    histograms = common.score_histograms(root, run_id, version, tuple(shown))
     for start in range(0, len(shown), 3):
         cols = st.columns(3)
         for col, score in zip(cols, shown[start:start + 3]):
-            histogram = common.score_histogram(root, run_id, version, score)
+            histogram = histograms[score]
             if histogram.bins.empty:
                 col.caption(f"{score}: no values recorded")
                 continue
