@@ -63,9 +63,16 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+def write_parquet_atomic(path: Path, table: pa.Table, *, use_dictionary: bool = True) -> None:
+    """Write ``table`` to a ``.tmp`` name the read globs do not match, then rename.
+
+    ``use_dictionary=False`` is for the small live segments a run writes every epoch:
+    pyarrow's dictionary attempt on float columns is most of the write time there
+    (measured 3.5 ms -> 1.4 ms for one 4,000-row presentations segment); compaction
+    re-encodes with dictionaries anyway.
+    """
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd", use_dictionary=use_dictionary)
     os.replace(tmp, path)
 
 
@@ -207,7 +214,7 @@ class Store:
         folder = self.run_dir(run_id) / table_name
         folder.mkdir(exist_ok=True)
         path = folder / f"part-{part}.parquet"
-        write_parquet_atomic(path, table)
+        write_parquet_atomic(path, table, use_dictionary=False)
         return path
 
     def write_dataset(self, key: str, table: pa.Table) -> Path:
