@@ -96,13 +96,13 @@ class Curriculum:
     def weights_for(self, sample_ids: np.ndarray) -> np.ndarray:
         """Weight of each of ``sample_ids`` (0 for samples the file does not list)."""
         lookup = pd.Series(self.table["weight"].to_numpy(float), index=self.table["sample_id"].to_numpy())
-        return lookup.reindex(np.asarray(sample_ids)).fillna(0.0).to_numpy(np.float64)
+        return np.array(lookup.reindex(np.asarray(sample_ids)).fillna(0.0), dtype=np.float64)
 
     def start_epochs_for(self, sample_ids: np.ndarray) -> np.ndarray | None:
         if "start_epoch" not in self.table:
             return None
         lookup = pd.Series(self.table["start_epoch"].to_numpy(np.int64), index=self.table["sample_id"].to_numpy())
-        return lookup.reindex(np.asarray(sample_ids)).fillna(0).to_numpy(np.int64)
+        return np.array(lookup.reindex(np.asarray(sample_ids)).fillna(0), dtype=np.int64)
 
     def summary(self) -> dict[str, Any]:
         weights = self.table["weight"].to_numpy(float)
@@ -857,3 +857,53 @@ def list_curricula(store_root: str | os.PathLike[str]) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix in FILE_SUFFIXES and not p.name.endswith(".tmp"))
+
+
+# -- outcomes: a rerun beside its parent ------------------------------------------------------
+
+
+def class_accuracy(store: Any, run_id: str) -> pd.DataFrame:
+    """Validation accuracy per class and epoch: ``epoch, label, accuracy, num_samples``
+    (empty for runs recorded before the ``val_classes`` table existed)."""
+    from store.queries import _retry_on_vanishing_files, run_connection
+
+    def run() -> pd.DataFrame:
+        con = run_connection(store, run_id, ("val_classes",))
+        try:
+            return con.execute(
+                "SELECT epoch, label, sum(correct_sum)::DOUBLE / nullif(sum(num_samples), 0) AS accuracy, "
+                "sum(num_samples) AS num_samples FROM val_classes GROUP BY epoch, label ORDER BY epoch, label"
+            ).df()
+        finally:
+            con.close()
+
+    return _retry_on_vanishing_files(run)
+
+
+def sample_fate(parent: pd.DataFrame, rerun: pd.DataFrame, curriculum: Curriculum) -> pd.DataFrame:
+    """What happened to each sample: its curriculum weight, and parent vs rerun confidence
+    (mean p_true) and correctness (per-sample summaries), with a ``group`` column:
+    pruned (weight 0), down-weighted (0 < weight < 1), kept."""
+    weight = curriculum.weights_for(parent["sample_id"].to_numpy())
+    frame = pd.DataFrame({
+        "sample_id": parent["sample_id"].to_numpy(),
+        "label_noisy": parent["label_noisy"].to_numpy() if "label_noisy" in parent else False,
+        "weight": weight,
+        "group": np.where(weight == 0, "pruned", np.where(weight < 1, "down-weighted", "kept")),
+        "parent_confidence": parent["confidence"].to_numpy(),
+        "parent_correctness": parent["correctness"].to_numpy(),
+    })
+    other = rerun.set_index("sample_id").reindex(frame["sample_id"])
+    frame["rerun_confidence"] = other["confidence"].to_numpy()
+    frame["rerun_correctness"] = other["correctness"].to_numpy()
+    return frame
+
+
+def fate_table(fate: pd.DataFrame) -> pd.DataFrame:
+    """``sample_fate`` aggregated per group and noise flag (means; NaN = never presented)."""
+    return (
+        fate.groupby(["group", "label_noisy"], as_index=False)
+        .agg(samples=("sample_id", "size"), parent_confidence=("parent_confidence", "mean"),
+             rerun_confidence=("rerun_confidence", "mean"), parent_correctness=("parent_correctness", "mean"),
+             rerun_correctness=("rerun_correctness", "mean"))
+    )

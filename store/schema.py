@@ -78,6 +78,18 @@ GRAND = pa.schema(
     ]
 )
 
+#: Validation accuracy per class (the label of the validation sample) and epoch: sums
+#: over that rank's samples. Runs recorded before this table existed simply have none.
+VAL_CLASSES = pa.schema(
+    [
+        ("epoch", pa.int32()),
+        ("label", pa.int32()),
+        ("correct_sum", pa.int64()),
+        ("num_samples", pa.int64()),
+        ("rank", pa.int16()),
+    ]
+)
+
 #: Static per-sample table: the label trained on and the one before injected noise.
 SAMPLES = pa.schema(
     [
@@ -95,6 +107,7 @@ SEGMENT_TABLES: dict[str, pa.Schema] = {
     "layer_grad_norms": LAYER_GRAD_NORMS,
     "epochs": EPOCHS,
     "grand": GRAND,
+    "val_classes": VAL_CLASSES,
 }
 
 #: Sort order of each table once a run is compacted (per-sample queries read
@@ -105,6 +118,7 @@ COMPACT_ORDER: dict[str, tuple[str, ...]] = {
     "layer_grad_norms": ("step", "layer"),
     "epochs": ("epoch", "split", "rank"),
     "grand": ("sample_id", "epoch", "step"),
+    "val_classes": ("epoch", "label", "rank"),
 }
 
 #: Keys that identify one presentation: DistributedSampler pads ranks with duplicate

@@ -115,7 +115,7 @@ def _build(args: argparse.Namespace) -> int:
     if noisy is not None and noisy.any():
         weights = curriculum.weights_for(summary["sample_id"].to_numpy())
         line += (f"; of {int(noisy.sum())} flipped labels {int((weights[noisy] == 0).sum())} pruned, "
-                 f"{int(((weights[noisy] > 0) & (weights[noisy] < 1)).sum())} down-weighted")
+                 f"{int(((weights[noisy] > 0) & (weights[noisy] < 0.5)).sum())} down-weighted below 0.5")
     print(line, file=sys.stderr)
     print(f"saved {copy}", file=sys.stderr)
     print(str(output if output is not None else copy))

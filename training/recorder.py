@@ -348,6 +348,7 @@ class DynamicsRecorder(L.Callback):
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_sums = torch.zeros(3, dtype=torch.float64)  # loss_sum, correct_sum, n
+        self._val_class_sums: Tensor | None = None  # [2, classes]: correct, count per label
 
     def on_validation_batch_end(
         self,
@@ -366,6 +367,17 @@ class DynamicsRecorder(L.Callback):
             loss_sum = scores.cross_entropy(logits, targets).double().sum().cpu()
             correct_sum = scores.correct(logits, targets).sum().cpu()
         self._val_sums += torch.stack([loss_sum, correct_sum.double(), torch.tensor(len(targets), dtype=torch.float64)])
+        with torch.no_grad():
+            classes = int(logits.shape[-1])
+            labels = targets.long().reshape(-1).cpu()
+            per_class = torch.stack([
+                torch.bincount(labels, weights=scores.correct(logits, targets).double().reshape(-1).cpu(), minlength=classes),
+                torch.bincount(labels, minlength=classes).double(),
+            ])
+        if self._val_class_sums is None or self._val_class_sums.shape != per_class.shape:
+            self._val_class_sums = per_class
+        else:
+            self._val_class_sums += per_class
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.run_id is None:
@@ -377,6 +389,18 @@ class DynamicsRecorder(L.Callback):
         self._val = {"loss": loss_sum / count, "accuracy": correct_sum / count}
         if trainer.is_global_zero:
             self._write_epoch_row(trainer.current_epoch, "val", loss_sum, int(correct_sum), int(count), 0)
+        if getattr(self, "_val_class_sums", None) is not None:
+            class_sums = trainer.strategy.reduce(self._val_class_sums.to(pl_module.device), reduce_op="sum").cpu()
+            if trainer.is_global_zero:
+                epoch = trainer.current_epoch
+                table = pa.table({
+                    "epoch": np.full(class_sums.shape[1], epoch, dtype=np.int32),
+                    "label": np.arange(class_sums.shape[1], dtype=np.int32),
+                    "correct_sum": class_sums[0].numpy().round().astype(np.int64),
+                    "num_samples": class_sums[1].numpy().round().astype(np.int64),
+                    "rank": np.zeros(class_sums.shape[1], dtype=np.int16),
+                })
+                self._writer.submit(self.store.write_segment, self.run_id, "val_classes", table, f"val-e{epoch:06d}")
 
     # -- epoch end: vectorised scores and one segment per table --------------------------
 
