@@ -17,6 +17,7 @@ import streamlit as st  # noqa: E402
 
 from dashboard import common  # noqa: E402
 
+common.route_through_app()
 st.set_page_config(page_title="trainmap", page_icon=":material/scatter_plot:", layout="wide")
 
 pages = [

@@ -42,8 +42,26 @@ def store_root() -> str:
     return str(store_api.default_store_path().resolve())
 
 
+def route_through_app() -> None:
+    """Make sure ``app.py``'s ``st.navigation`` routes this session, not the legacy router.
+
+    Streamlit decides at start-up that an app with a ``pages/`` folder next to its entry
+    script is a legacy (v1) multipage app, and until ``st.navigation`` has run once it
+    opens a URL such as ``/run?run=…`` by running ``pages/run.py`` directly (lower-case
+    page names, no ``app.py`` around it). Our pages live in ``pages/`` by agreement, so
+    the first page script to notice switches the server to ``st.navigation`` routing and
+    reruns; the URL (page and query) is kept.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def open_store() -> Store:
     """The store, or a warning and a stopped page when the path is unusable."""
+    route_through_app()
     root = store_root()
     try:
         return Store(root)

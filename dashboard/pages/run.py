@@ -61,13 +61,14 @@ def header(info: dict, version: tuple) -> None:
         else:
             st.badge(str(status), icon=":material/check:", color="gray")
     config = info.get("config") or {}
-    cols = st.columns(6)
-    cols[0].metric("Task · model", f"{info.get('task')} · {info.get('model')}")
-    cols[1].metric("Seed", common.number(info.get("seed")))
-    cols[2].metric("Label noise", common.percent(config.get("label_noise", 0.0), 0))
-    cols[3].metric("Epochs", f"{info.get('epochs_done', 0)}/{info.get('max_epochs') or '?'}")
-    cols[4].metric("Best val accuracy", common.percent(info.get("best_val_accuracy")))
-    cols[5].metric("Samples", f"{common.overview(root, run_id, version)['samples']:,}")
+    cols = st.columns(7)
+    cols[0].metric("Task", str(info.get("task")))
+    cols[1].metric("Model", str(info.get("model")))
+    cols[2].metric("Seed", common.number(info.get("seed")))
+    cols[3].metric("Label noise", common.percent(config.get("label_noise", 0.0), 0))
+    cols[4].metric("Epochs", f"{info.get('epochs_done', 0)}/{info.get('max_epochs') or '?'}")
+    cols[5].metric("Best val accuracy", common.percent(info.get("best_val_accuracy")))
+    cols[6].metric("Samples", f"{common.overview(root, run_id, version)['samples']:,}")
     lineage = []
     if info.get("parent_run_id"):
         lineage.append(f"parent run `{info['parent_run_id']}`")

@@ -1,0 +1,164 @@
+"""The main dashboard flow in a real headless Chromium (Debian's, never `playwright install`).
+
+Runs page -> open a run -> select a sample -> compare two runs, against a tmp copy of
+``sample_runs/``; asserts visible text at each step and saves screenshots under
+``test-artifacts/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A Streamlit server on a tmp copy of sample_runs; yields (base URL, store root)."""
+    store_root = tmp_path / "store"
+    shutil.copytree(REPO / "sample_runs", store_root)
+    port = free_port()
+    log = (tmp_path / "streamlit.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.address", "127.0.0.1", "--server.port", str(port)],
+        cwd=REPO, env=dict(os.environ, TRAINMAP_STORE=str(store_root)), stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("streamlit did not start: " + (tmp_path / "streamlit.log").read_text())
+            time.sleep(0.3)
+        yield base, store_root
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def run_ids(store_root: Path) -> dict[str, str]:
+    return {json.loads(p.read_text())["name"]: p.parent.name
+            for p in sorted((store_root / "runs").glob("*/run.json"))}
+
+
+def tick_table_row(page, expect, row_index: int, then_visible: str) -> None:
+    """Tick the selection checkbox of a row of the first st.dataframe (a canvas grid).
+
+    The grid ignores clicks until it has finished drawing, so click until ``then_visible``
+    (the page's echo of the selection) shows up.
+    """
+    grid = page.locator("[data-testid='stDataFrame']").first
+    expect(grid).to_be_visible()
+    header_height, row_height = 35, 35
+    for _ in range(6):
+        box = grid.bounding_box()
+        page.mouse.click(box["x"] + 16, box["y"] + header_height + row_height * row_index + row_height / 2)
+        try:
+            expect(page.get_by_text(then_visible, exact=True)).to_be_visible(timeout=3_000)
+            return
+        except AssertionError:
+            page.wait_for_timeout(500)
+    expect(page.get_by_text(then_visible, exact=True)).to_be_visible()
+
+
+def test_main_flow_in_chromium(server):
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    base, store_root = server
+    ids = run_ids(store_root)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_sync.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(30_000)
+        expect = playwright_sync.expect
+
+        # 1. Runs page: the table of the four sample runs.
+        page.goto(f"{base}/runs")
+        expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+        expect(page.get_by_text("4 of 4 runs")).to_be_visible()
+        # routed by app.py's st.navigation (titled pages), not Streamlit's legacy pages/ router
+        nav = page.locator("[data-testid='stSidebarNav']")
+        expect(nav.get_by_text("Compare", exact=True)).to_be_visible()
+        expect(nav.get_by_text("app", exact=True)).to_have_count(0)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "1-runs.png"), full_page=True)
+
+        # 2. Open a run: tick its row (newest first: cnn-noise20-s1) and press "Open run".
+        tick_table_row(page, expect, 0, "selected: cnn-noise20-s1")
+        page.get_by_role("button", name="Open run").click()
+        expect(page.get_by_role("heading", name="cnn-noise20-s1")).to_be_visible()
+        expect(page.get_by_text("Best val accuracy")).to_be_visible()
+        assert f"run={ids['cnn-noise20-s1']}" in page.url
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(ARTIFACTS / "2-run-curves.png"), full_page=True)
+
+        # 3. Data map, then select a sample by typing its id (the URL keeps it).
+        page.get_by_role("tab", name="Data map").click()
+        expect(page.get_by_text("easy-to-learn").first).to_be_visible()
+        sample_input = page.get_by_label("Sample id")
+        sample_input.fill("8")
+        sample_input.press("Enter")
+        expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
+        expect(page.get_by_text("original label").first).to_be_visible()
+        page.wait_for_timeout(2500)
+        assert "sample=8" in page.url and "view=Data" in page.url
+        page.screenshot(path=str(ARTIFACTS / "3-run-data-map-sample.png"), full_page=True)
+
+        # The shared link reopens the same view and sample.
+        page.goto(page.url)
+        expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
+
+        # 4. Compare: back to the runs, tick the two noisy runs, press "Compare runs".
+        page.goto(f"{base}/runs")
+        expect(page.get_by_text("4 of 4 runs")).to_be_visible()
+        tick_table_row(page, expect, 0, "selected: cnn-noise20-s1")
+        tick_table_row(page, expect, 1, "selected: cnn-noise20-s1, cnn-noise20-s0")
+        page.get_by_role("button", name="Compare runs").click()
+        expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+        expect(page.get_by_text("Spearman rank correlation")).to_be_visible()
+        expect(page.get_by_text("Top-400 overlap")).to_be_visible()
+        page.wait_for_timeout(2500)
+        page.screenshot(path=str(ARTIFACTS / "4-compare.png"), full_page=True)
+        assert "Traceback" not in page.content()
+        browser.close()
