@@ -4,6 +4,14 @@ The bottom layer: imports neither torch nor streamlit.
 """
 
 from store.errors import RunNotFoundError, StoreError
+from store.curriculum import (
+    STRATEGIES,
+    Curriculum,
+    CurriculumError,
+    build_curriculum,
+    load_curriculum,
+    save_curriculum,
+)
 from store.layout import Store, default_store_path
 from store.queries import (
     compact_run,
@@ -17,6 +25,12 @@ from store.queries import (
 from store.scores import SCORES, ScoreSpec, cartography_region, hardness, rank_hardest
 
 __all__ = [
+    "STRATEGIES",
+    "Curriculum",
+    "CurriculumError",
+    "build_curriculum",
+    "load_curriculum",
+    "save_curriculum",
     "SCORES",
     "RunNotFoundError",
     "ScoreSpec",

@@ -15,6 +15,8 @@ _EXPORTS = {
     "GrandSchedule": ("training.grand", "GrandSchedule"),
     "GrandRecording": ("training.grand", "GrandRecording"),
     "TrainConfig": ("training.run", "TrainConfig"),
+    "CurriculumSampler": ("training.curriculum_run", "CurriculumSampler"),
+    "attach_curriculum": ("training.curriculum_run", "attach_curriculum"),
     "train": ("training.run", "train"),
 }
 
