@@ -51,6 +51,14 @@ def _retry_on_vanishing_files(function: Callable[[], T], attempts: int = 4) -> T
     raise AssertionError("unreachable")
 
 
+def _dedupe_clause(keys: tuple[str, ...]) -> str:
+    """Drop DistributedSampler's padding duplicates: where several ranks presented the
+    same sample in one epoch, keep the lowest rank's rows. A sample presented several
+    times by one rank in one epoch (``--keep-steps``, sampling with replacement) keeps
+    every presentation."""
+    return f"QUALIFY rank = min(rank) OVER (PARTITION BY {', '.join(keys)})"
+
+
 def _register_table(
     con: duckdb.DuckDBPyConnection, store: Store, run_id: str, table_name: str, dedupe: bool
 ) -> None:
@@ -63,11 +71,9 @@ def _register_table(
         con.register(raw_name, empty)
     keys = DEDUPLICATE_ON.get(table_name)
     if dedupe and keys:
-        # DistributedSampler pads ranks with duplicates; keep the lowest rank's row.
         # Identifiers come from the schema module's constants, never from input.
         con.execute(
-            f"CREATE TEMP VIEW {table_name} AS SELECT * FROM {raw_name} "
-            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY rank) = 1"
+            f"CREATE TEMP VIEW {table_name} AS SELECT * FROM {raw_name} {_dedupe_clause(keys)}"
         )
     else:
         con.execute(f"CREATE TEMP VIEW {table_name} AS SELECT * FROM {raw_name}")
@@ -266,10 +272,7 @@ def compact_run(store: Store, run_id: str) -> None:
             keys = DEDUPLICATE_ON.get(table_name)
             # Identifiers come from the schema module's constants, never from input.
             if keys:
-                sql = (
-                    f"SELECT * FROM {table_name}_raw QUALIFY row_number() OVER "
-                    f"(PARTITION BY {', '.join(keys)} ORDER BY rank) = 1 ORDER BY {order}"
-                )
+                sql = f"SELECT * FROM {table_name}_raw {_dedupe_clause(keys)} ORDER BY {order}"
             else:
                 sql = f"SELECT * FROM {table_name}_raw ORDER BY {order}"
             table: pa.Table = con.sql(sql).to_arrow_table()

@@ -121,8 +121,9 @@ COMPACT_ORDER: dict[str, tuple[str, ...]] = {
     "val_classes": ("epoch", "label", "rank"),
 }
 
-#: Keys that identify one presentation: DistributedSampler pads ranks with duplicate
-#: samples, so duplicates of (epoch, sample_id) within a run are dropped on read.
+#: Keys that identify one presentation across ranks: DistributedSampler pads ranks with
+#: duplicate samples, so where several ranks presented the same (epoch, sample_id) only
+#: the lowest rank's rows are kept on read (repeats within one rank are real presentations).
 DEDUPLICATE_ON: dict[str, tuple[str, ...]] = {
     "presentations": ("epoch", "sample_id"),
     "grand": ("epoch", "sample_id"),

@@ -125,9 +125,10 @@ def test_keep_steps_gives_the_parents_step_count(parent, tmp_path):
     assert per_epoch[pruned] == [19, 19]  # 1200 kept
     assert per_epoch[kept_steps] == per_epoch[parent_id]
     presented = dynamics(store, kept_steps)
-    # each epoch draws 4000 presentations from the 1200 kept; the store keeps one row per
-    # (epoch, sample_id) (its DDP de-duplication), so 1200 rows per epoch remain
-    assert presented["sample_id"].nunique() == 1200 and len(presented) == 2 * 1200
+    # each epoch draws 4000 presentations from the 1200 kept, and every one is recorded
+    # (only DDP padding across ranks is de-duplicated)
+    assert presented["sample_id"].nunique() == 1200 and len(presented) == 2 * 4000
+    assert presented.groupby("epoch").size().tolist() == [4000, 4000]
 
 
 @pytest.mark.slow
@@ -148,6 +149,25 @@ def test_infobatch_rerun_drops_below_mean_samples(parent, tmp_path):
     assert store.run_info(rerun)["epochs_done"] == 3
     per_epoch_steps = steps(store, rerun).groupby("epoch").size().tolist()
     assert per_epoch_steps[0] == 63 and per_epoch_steps[1] < 63
+
+
+@pytest.mark.slow
+def test_loss_reweight_records_the_weight_each_presentation_was_trained_with(parent, tmp_path):
+    store_path, parent_id = parent
+    store = Store(store_path)
+    path = save_curriculum(
+        build_curriculum(run_summary(store, parent_id), "loss-reweight", g="quadratic", tau=0.5,
+                         task="mnist1d", source_runs=[parent_id]),
+        tmp_path / "lr.parquet",
+    )
+    rerun = _train(store_path, curriculum=str(path), epochs=1)
+    presented = dynamics(store, rerun)
+    assert len(presented) == 4000
+    # batch_size * softmax(...): not all 1, every full batch's weights average exactly 1
+    assert presented["weight"].std() > 0.01
+    per_step = presented.groupby("step")["weight"].agg(["mean", "size"])
+    full = per_step[per_step["size"] == 64]
+    np.testing.assert_allclose(full["mean"], 1.0, rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -119,3 +120,36 @@ def test_every_score_declares_a_direction():
         assert isinstance(spec.higher_is_harder, bool)
     with pytest.raises(ValueError, match="unknown score"):
         hardness(frame, "nope")
+
+
+def test_ddp_padding_is_dropped_but_repeats_within_a_rank_are_kept(store):
+    """Rank 1 re-presents sample 0 (DistributedSampler padding): dropped. Rank 0 presents
+    sample 1 twice in one epoch (sampling with replacement, --keep-steps): both kept."""
+    from store import compact_run, dynamics
+    from store.schema import PRESENTATIONS
+
+    run_id = store.create_run(name="pad", task="synthetic", model="none", max_epochs=1, world_size=2)
+    store.write_samples(run_id, pa.table({"sample_id": [0, 1, 2], "label": [0, 0, 0],
+                                          "original_label": [0, 0, 0], "label_noisy": [False] * 3}))
+
+    def segment(rank, steps, ids, correct):
+        n = len(ids)
+        return pa.table({
+            "epoch": np.zeros(n, np.int32), "step": np.asarray(steps, np.int64), "sample_id": np.asarray(ids),
+            "label": np.zeros(n, np.int32), "loss": np.ones(n, np.float32), "p_true": np.full(n, 0.5, np.float32),
+            "el2n": np.full(n, 0.7, np.float32), "correct": np.asarray(correct), "pred": np.zeros(n, np.int32),
+            "margin": np.zeros(n, np.float32), "weight": np.ones(n, np.float32),
+            "grand_last": np.full(n, np.nan, np.float32), "rank": np.full(n, rank, np.int16),
+        }).cast(PRESENTATIONS)
+
+    store.write_segment(run_id, "presentations", segment(0, [0, 0, 1], [0, 1, 1], [True, True, False]), "r00-e000000")
+    store.write_segment(run_id, "presentations", segment(1, [0, 1], [2, 0], [True, False]), "r01-e000000")
+    for read in ("live", "compacted"):
+        if read == "compacted":
+            compact_run(store, run_id)
+        rows = dynamics(store, run_id)
+        assert sorted(rows["sample_id"].tolist()) == [0, 1, 1, 2], read
+        summary = sample_summary(store, run_id).set_index("sample_id")
+        assert summary["presentations"].tolist() == [1, 2, 1], read
+        # sample 1: correct at step 0, incorrect at step 1 -> one forgetting event
+        assert summary["forgetting_events"].tolist() == [0, 1, 0], read

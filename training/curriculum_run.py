@@ -19,7 +19,8 @@ What a file does in training (store.curriculum has the definitions):
 * online rules (metadata ``online``): InfoBatch re-plans each epoch from the latest
   losses (shorter epochs, so the dataloader is rebuilt each epoch), self-paced keeps the
   lowest-loss fraction given by the pacing function, loss-reweight multiplies each
-  batch's loss weights by ``batch_size * softmax(g(l~)/tau)``;
+  batch's loss weights by ``batch_size * softmax(g(l~)/tau)`` (each presentation
+  records the weight actually trained with, that factor included);
 * ``keep_steps``: an epoch has as many samples as the full dataset (the parent's step
   count), cycling through the kept ones, so pruned runs compare fairly.
 """

@@ -84,7 +84,9 @@ class Classifier(L.LightningModule):
         if self.online_weights is not None:
             weights = weights * self.online_weights(sample_ids, losses.detach())
         loss = (weights * losses).mean()
-        return {"loss": loss, "logits": logits}
+        # "weight": the weight each sample was trained with (file weight times any online
+        # factor), which DynamicsRecorder records in preference to the batch's own.
+        return {"loss": loss, "logits": logits, "weight": weights.detach()}
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]

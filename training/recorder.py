@@ -11,7 +11,8 @@ Contract with the user's ``LightningModule``:
 * training batches carry sample ids: ``(x, y, sample_id)`` or ``(x, y, sample_id,
   weight)`` tuples, or dicts with ``"sample_id"`` and a target under ``"y"``,
   ``"target"``, ``"targets"``, ``"label"`` or ``"labels"`` (optional ``"weight"``);
-* ``training_step`` returns ``{"loss": loss, "logits": logits}``;
+* ``training_step`` returns ``{"loss": loss, "logits": logits}``, optionally with
+  ``"weight"``: per-sample loss weights actually used (recorded instead of the batch's);
 * ``validation_step`` may return ``{"loss": ..., "logits": ...}`` too (with batches as
   above, sample ids optional) to get validation loss and accuracy per epoch.
 """
@@ -314,6 +315,8 @@ class DynamicsRecorder(L.Callback):
     ) -> None:
         logits = _parse_outputs(outputs)
         targets, sample_ids, weights = _parse_batch(batch)
+        if "weight" in outputs:  # the weight actually trained with (online reweighting)
+            weights = outputs["weight"]
         self._logits.append(logits.detach())
         self._targets.append(targets.detach())
         self._sample_ids.append(sample_ids.detach())
