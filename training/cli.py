@@ -281,8 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--grand", default="off", metavar="SCHEDULE",
-        help="record exact per-sample gradient norms (GraNd): off, every:K, first:E, "
-        "epochs:0,5,10, optionally prefixed with init+ (default: off)",
+        help="record exact per-sample gradient norms (GraNd): off, on (= default, every:5: "
+        "epochs 0, 5, 10, ...; ~+10%% run time), every:K, first:E, epochs:0,5,10, steps, "
+        "optionally prefixed with init+ (also once before training) (default: off)",
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _store_argument(train)
