@@ -1,6 +1,6 @@
 """trainmap dashboard entry point (``streamlit run dashboard/app.py``): it only routes.
 
-The pages live in ``dashboard/pages/``; shared helpers in ``dashboard/common.py``, figure
+The pages live in ``dashboard/views/``; shared helpers in ``dashboard/common.py``, figure
 builders in ``dashboard/charts.py``. The store comes from ``$TRAINMAP_STORE``.
 """
 
@@ -17,7 +17,6 @@ import streamlit as st  # noqa: E402
 
 from dashboard import common  # noqa: E402
 
-common.route_through_app()
 st.set_page_config(page_title="trainmap", page_icon=":material/scatter_plot:", layout="wide")
 
 pages = [
@@ -25,8 +24,8 @@ pages = [
     st.Page(common.PAGE_RUN, title="Run", icon=":material/scatter_plot:", url_path="run"),
     st.Page(common.PAGE_COMPARE, title="Compare", icon=":material/compare_arrows:", url_path="compare"),
 ]
-if (HERE / "pages" / "curriculum.py").exists():
-    pages.append(st.Page("pages/curriculum.py", title="Curriculum", icon=":material/tune:",
+if (HERE / common.PAGE_CURRICULUM).exists():
+    pages.append(st.Page(common.PAGE_CURRICULUM, title="Curriculum", icon=":material/tune:",
                          url_path="curriculum"))
 
 page = st.navigation(pages)

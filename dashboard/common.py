@@ -29,9 +29,13 @@ MAX_SCATTER_POINTS = 20_000
 #: Points per step curve, at most (bucket means beyond).
 MAX_STEP_POINTS = 2_000
 
-PAGE_RUNS = "pages/runs.py"
-PAGE_RUN = "pages/run.py"
-PAGE_COMPARE = "pages/compare.py"
+#: The page scripts, relative to ``app.py``. The folder is ``views/``, not ``pages/``: a
+#: ``pages/`` folder next to the entry script would put Streamlit in its legacy multipage
+#: mode instead of routing through ``app.py``'s ``st.navigation``.
+PAGE_RUNS = "views/runs.py"
+PAGE_RUN = "views/run.py"
+PAGE_COMPARE = "views/compare.py"
+PAGE_CURRICULUM = "views/curriculum.py"
 
 
 # -- the store -----------------------------------------------------------------------
@@ -42,26 +46,8 @@ def store_root() -> str:
     return str(store_api.default_store_path().resolve())
 
 
-def route_through_app() -> None:
-    """Make sure ``app.py``'s ``st.navigation`` routes this session, not the legacy router.
-
-    Streamlit decides at start-up that an app with a ``pages/`` folder next to its entry
-    script is a legacy (v1) multipage app, and until ``st.navigation`` has run once it
-    opens a URL such as ``/run?run=…`` by running ``pages/run.py`` directly (lower-case
-    page names, no ``app.py`` around it). Our pages live in ``pages/`` by agreement, so
-    the first page script to notice switches the server to ``st.navigation`` routing and
-    reruns; the URL (page and query) is kept.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
 def open_store() -> Store:
     """The store, or a warning and a stopped page when the path is unusable."""
-    route_through_app()
     root = store_root()
     try:
         return Store(root)

@@ -102,6 +102,48 @@ def tick_table_row(page, expect, row_index: int, then_visible: str) -> None:
     expect(page.get_by_text(then_visible, exact=True)).to_be_visible()
 
 
+def expect_app_navigation(page, expect) -> None:
+    """The page is routed by app.py's st.navigation: its titled pages in the sidebar (no
+    "app" entry, no lower-case script names) and its wide layout."""
+    nav = page.locator("[data-testid='stSidebarNav']")
+    for title in ("Runs", "Run", "Compare", "Curriculum"):
+        expect(nav.get_by_text(title, exact=True)).to_be_visible()
+    for legacy in ("app", "runs", "run", "compare", "curriculum"):
+        expect(nav.get_by_text(legacy, exact=True)).to_have_count(0)
+    main = page.locator("[data-testid='stMainBlockContainer']")
+    expect(main).to_be_visible()
+    assert main.bounding_box()["width"] > 1000  # wide, not the 736 px centered column
+
+
+def test_direct_link_on_a_fresh_server(server):
+    """A shared link is the first request the server sees: it opens the right page,
+    view and sample inside app.py's navigation, with no rerun or redirect."""
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    base, store_root = server
+    run_id = run_ids(store_root)["cnn-noise20-s0"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_sync.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(30_000)
+        expect = playwright_sync.expect
+
+        page.goto(f"{base}/run?run={run_id}&view=Data+map&sample=8")
+        expect(page.get_by_role("heading", name="cnn-noise20-s0")).to_be_visible()
+        expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
+        expect(page.get_by_text("easy-to-learn").first).to_be_visible()
+        expect_app_navigation(page, expect)
+        page.wait_for_timeout(2500)
+        assert page.url.startswith(f"{base}/run?") and f"run={run_id}" in page.url
+        assert "sample=8" in page.url and "view=Data" in page.url
+        page.screenshot(path=str(ARTIFACTS / "0-direct-link.png"), full_page=True)
+        page.get_by_role("heading", name="Sample 8").scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ARTIFACTS / "0-direct-link-sample.png"))
+        assert "Traceback" not in page.content()
+        browser.close()
+
+
 def test_main_flow_in_chromium(server):
     playwright_sync = pytest.importorskip("playwright.sync_api")
     base, store_root = server
@@ -117,10 +159,7 @@ def test_main_flow_in_chromium(server):
         page.goto(f"{base}/runs")
         expect(page.get_by_role("heading", name="Runs")).to_be_visible()
         expect(page.get_by_text("4 of 4 runs")).to_be_visible()
-        # routed by app.py's st.navigation (titled pages), not Streamlit's legacy pages/ router
-        nav = page.locator("[data-testid='stSidebarNav']")
-        expect(nav.get_by_text("Compare", exact=True)).to_be_visible()
-        expect(nav.get_by_text("app", exact=True)).to_have_count(0)
+        expect_app_navigation(page, expect)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "1-runs.png"), full_page=True)
 

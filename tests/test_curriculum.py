@@ -369,7 +369,7 @@ def _page(store_root: Path):
     os.environ["TRAINMAP_STORE"] = str(store_root)
     at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60)
     at.run()  # run once first: st.navigation registers the page under its url_path
-    at.switch_page("pages/curriculum.py")
+    at.switch_page("views/curriculum.py")
     return at
 
 

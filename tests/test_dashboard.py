@@ -98,15 +98,22 @@ def texts(at) -> str:
 # -- the dashboard never imports torch ------------------------------------------------
 
 
-def test_dashboard_modules_do_not_import_torch():
+def test_dashboard_modules_do_not_import_torch(sample_store):
+    # the modules, then every page rendered through app.py, in a fresh interpreter
     code = (
-        "import sys; import store, store.views, dashboard.common, dashboard.charts; "
-        "import streamlit.testing.v1; "
+        "import sys; import store, store.views, dashboard.common, dashboard.charts, dashboard.views; "
+        "from streamlit.testing.v1 import AppTest\n"
+        "for page in (None, 'views/runs.py', 'views/run.py', 'views/compare.py', 'views/curriculum.py'):\n"
+        f"    at = AppTest.from_file({APP!r}, default_timeout=60)\n"
+        "    at.run()\n"
+        "    if page:\n"
+        "        at.switch_page(page).run()\n"
+        "    assert not at.exception, (page, [e.value for e in at.exception])\n"
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "assert 'lightning' not in sys.modules, 'lightning imported'; print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, env=dict(os.environ, TRAINMAP_STORE=str(sample_store.root)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -265,7 +272,7 @@ def test_runs_page_lists_every_run(sample_store):
 
 
 def test_run_page_curves(sample_store):
-    at = run_clean(app_test(sample_store, "pages/run.py", run=NOISY, view="Curves"))
+    at = run_clean(app_test(sample_store, "views/run.py", run=NOISY, view="Curves"))
     assert at.title[0].value == "cnn-noise20-s0"
     assert metrics(at)["Best val accuracy"] == "84.3 %"
     assert metrics(at)["Samples"] == "4,000"
@@ -281,7 +288,7 @@ def test_run_page_data_map_shows_store_region_counts_and_sample(sample_store):
     summary = store_api.run_summary(sample_store, NOISY)
     expected = cartography_region(summary["confidence"], summary["variability"]).value_counts()
     flipped = summary[summary["label_noisy"]].iloc[0]
-    at = run_clean(app_test(sample_store, "pages/run.py", run=NOISY, view="Data map",
+    at = run_clean(app_test(sample_store, "views/run.py", run=NOISY, view="Data map",
                             sample=str(int(flipped["sample_id"]))))
     shown = metrics(at)
     for region in ("easy-to-learn", "ambiguous", "hard-to-learn"):
@@ -301,7 +308,7 @@ def test_run_page_data_map_shows_store_region_counts_and_sample(sample_store):
 
 
 def test_run_page_typing_a_sample_id_shows_it(sample_store):
-    at = run_clean(app_test(sample_store, "pages/run.py", run=RUNS["cnn-clean-s0"], view="Data map"))
+    at = run_clean(app_test(sample_store, "views/run.py", run=RUNS["cnn-clean-s0"], view="Data map"))
     assert "Pick a sample" in texts(at)
     summary = store_api.run_summary(sample_store, RUNS["cnn-clean-s0"]).set_index("sample_id")
     at.number_input(key="sample").set_value(123).run()
@@ -311,7 +318,7 @@ def test_run_page_typing_a_sample_id_shows_it(sample_store):
 
 
 def test_run_page_scores_view_has_a_histogram_per_recorded_score(sample_store):
-    at = run_clean(app_test(sample_store, "pages/run.py", run=NOISY, view="Scores"))
+    at = run_clean(app_test(sample_store, "views/run.py", run=NOISY, view="Scores"))
     recorded = store_api.recorded_scores(sample_store, NOISY)
     titles = figure_titles(at)
     assert len(titles) == len(recorded)  # one histogram per score, forgetting as its own chart
@@ -320,7 +327,7 @@ def test_run_page_scores_view_has_a_histogram_per_recorded_score(sample_store):
 
 
 def test_run_page_tables_rank_like_the_registry(sample_store):
-    at = run_clean(app_test(sample_store, "pages/run.py", run=NOISY, view="Samples"))
+    at = run_clean(app_test(sample_store, "views/run.py", run=NOISY, view="Samples"))
     summary = store_api.run_summary(sample_store, NOISY)
     tables = [frame.value for frame in at.dataframe]
     assert [len(table) for table in tables] == [20, 20, 20]
@@ -330,7 +337,7 @@ def test_run_page_tables_rank_like_the_registry(sample_store):
 
 
 def test_compare_page_overlays_runs_and_measures_agreement(sample_store):
-    at = run_clean(app_test(sample_store, "pages/compare.py", runs=[NOISY, NOISY_OTHER_SEED]))
+    at = run_clean(app_test(sample_store, "views/compare.py", runs=[NOISY, NOISY_OTHER_SEED]))
     a = store_api.run_summary(sample_store, NOISY)
     b = store_api.run_summary(sample_store, NOISY_OTHER_SEED)
     rho = spearmanr(a["el2n"], b["el2n"]).statistic
@@ -345,14 +352,14 @@ def test_compare_page_overlays_runs_and_measures_agreement(sample_store):
 
 
 def test_compare_page_asks_for_two_runs(sample_store):
-    at = run_clean(app_test(sample_store, "pages/compare.py", runs=[NOISY]))
+    at = run_clean(app_test(sample_store, "views/compare.py", runs=[NOISY]))
     assert any("Pick two or more runs" in info.value for info in at.info)
 
 
 # -- empty, failed and unfinished runs -----------------------------------------------
 
 
-@pytest.mark.parametrize("page", [None, "pages/run.py", "pages/compare.py"])
+@pytest.mark.parametrize("page", [None, "views/run.py", "views/compare.py"])
 def test_empty_store_says_so(tmp_path, page):
     at = run_clean(app_test(Store(tmp_path / "nothing-here"), page))
     assert any("No runs in" in info.value for info in at.info)
@@ -364,7 +371,7 @@ def test_failed_run_is_explained(fresh_store):
     at = run_clean(app_test(fresh_store))
     assert any("crashed" in w.value and "CUDA out of memory" in w.value for w in at.warning)
     assert metrics(at)["Failed"] == "1"
-    at = run_clean(app_test(fresh_store, "pages/run.py", run=run_id))
+    at = run_clean(app_test(fresh_store, "views/run.py", run=run_id))
     assert any("This run failed" in w.value for w in at.warning)
     assert any("no completed epoch" in info.value for info in at.info)
 
@@ -373,7 +380,7 @@ def test_live_run_without_an_epoch_then_with_one(fresh_store):
     from conftest import write_synthetic_run  # noqa: F401  (same helper the store tests use)
 
     run_id = fresh_store.create_run(name="live", task="mnist1d", model="mlp", seed=0, max_epochs=3)
-    at = run_clean(app_test(fresh_store, "pages/run.py", run=run_id, view="Data map"))
+    at = run_clean(app_test(fresh_store, "views/run.py", run=run_id, view="Data map"))
     assert any("has not completed an epoch yet" in info.value for info in at.info)
     assert "running · epoch 0/3" in texts(at)
     # the trainer finishes epoch 0: segments land, run.json reports progress
@@ -406,5 +413,5 @@ def test_live_run_without_an_epoch_then_with_one(fresh_store):
 
 
 def test_unknown_run_in_the_url_falls_back_to_the_newest(sample_store):
-    at = run_clean(app_test(sample_store, "pages/run.py", run="no-such-run"))
+    at = run_clean(app_test(sample_store, "views/run.py", run="no-such-run"))
     assert at.selectbox(key="run").value == max(RUNS.values())

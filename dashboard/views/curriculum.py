@@ -260,8 +260,8 @@ def main() -> None:
     left.download_button("Download curriculum (.parquet)", curriculum_to_bytes(curriculum, ".parquet"),
                          file_name=f"curriculum-{strategy}-{score or 'none'}.parquet",
                          mime="application/octet-stream", key="cur_download")
-    # Actions run as on_click callbacks (before the script), from the curriculum of the
-    # run that showed the button: a rerun of the script cannot swallow the click.
+    # Actions run as on_click callbacks (before the script reruns), on the curriculum of
+    # the run that showed the button: what was previewed is what gets saved or launched.
     st.session_state["cur_current"] = (curriculum, root, store.run_info(sources[0]).get("config") or {})
     right.button("Save to the store's curricula/", key="cur_save", on_click=_save)
     if st.session_state.get("cur_saved"):
