@@ -128,14 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     from streamlit.testing.v1 import AppTest
 
     app = str(REPO / "dashboard" / "app.py")
-    views = [("Runs", "pages/runs.py", {}),
-             ("Run · Curves", "pages/run.py", {"run": run_id, "view": "Curves"}),
-             ("Run · Data map + sample", "pages/run.py",
+    views = [("Runs", "views/runs.py", {}),
+             ("Run · Curves", "views/run.py", {"run": run_id, "view": "Curves"}),
+             ("Run · Data map + sample", "views/run.py",
               {"run": run_id, "view": "Data map", "sample": str(sample_id)}),
-             ("Run · Scores", "pages/run.py", {"run": run_id, "view": "Scores"}),
-             ("Run · Samples + sample", "pages/run.py",
+             ("Run · Scores", "views/run.py", {"run": run_id, "view": "Scores"}),
+             ("Run · Samples + sample", "views/run.py",
               {"run": run_id, "view": "Samples", "sample": str(sample_id)}),
-             ("Compare (run vs itself)", "pages/compare.py", {"runs": [run_id, run_id]})]
+             ("Compare (run vs itself)", "views/compare.py", {"runs": [run_id, run_id]})]
     lines += ["", "### Pages (`AppTest.run()`, whole script incl. Streamlit overhead)", "",
               "| view | cold s | warm s | cold × baseline | within 1 s |", "|---|---|---|---|---|"]
     page_times = {}
