@@ -20,7 +20,7 @@ from dashboard import common  # noqa: E402
 st.set_page_config(page_title="trainmap", page_icon=":material/scatter_plot:", layout="wide")
 
 pages = [
-    st.Page(common.PAGE_RUNS, title="Runs", icon=":material/table_rows:", url_path="runs", default=True),
+    st.Page(common.PAGE_RUNS, title="Runs", icon=":material/table_rows:", default=True),
     st.Page(common.PAGE_RUN, title="Run", icon=":material/scatter_plot:", url_path="run"),
     st.Page(common.PAGE_COMPARE, title="Compare", icon=":material/compare_arrows:", url_path="compare"),
 ]

@@ -27,6 +27,7 @@ def streamlit_command(store: Path, host: str, port: int) -> list[str]:
         sys.executable, "-m", "streamlit", "run", str(APP),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",  # no "Deploy" button or developer menu
         "--server.address", host,
         "--server.port", str(port),
     ]

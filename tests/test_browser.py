@@ -110,6 +110,7 @@ def expect_app_navigation(page, expect) -> None:
         expect(nav.get_by_text(title, exact=True)).to_be_visible()
     for legacy in ("app", "runs", "run", "compare", "curriculum"):
         expect(nav.get_by_text(legacy, exact=True)).to_have_count(0)
+    expect(page.get_by_text("Page not found")).to_have_count(0)
     main = page.locator("[data-testid='stMainBlockContainer']")
     expect(main).to_be_visible()
     assert main.bounding_box()["width"] > 1000  # wide, not the 736 px centered column
@@ -156,7 +157,7 @@ def test_main_flow_in_chromium(server):
         expect = playwright_sync.expect
 
         # 1. Runs page: the table of the four sample runs.
-        page.goto(f"{base}/runs")
+        page.goto(f"{base}/")  # the Runs page is the default: the server's root URL
         expect(page.get_by_role("heading", name="Runs")).to_be_visible()
         expect(page.get_by_text("4 of 4 runs")).to_be_visible()
         expect_app_navigation(page, expect)
@@ -189,7 +190,7 @@ def test_main_flow_in_chromium(server):
         expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
 
         # 4. Compare: back to the runs, tick the two noisy runs, press "Compare runs".
-        page.goto(f"{base}/runs")
+        page.locator("[data-testid='stSidebarNav']").get_by_text("Runs", exact=True).click()
         expect(page.get_by_text("4 of 4 runs")).to_be_visible()
         tick_table_row(page, expect, 0, "selected: cnn-noise20-s1")
         tick_table_row(page, expect, 1, "selected: cnn-noise20-s1, cnn-noise20-s0")
