@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 APP = Path(__file__).with_name("app.py")
-SAMPLE_RUNS = Path(__file__).resolve().parent.parent / "sample_runs"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_RUNS = PACKAGE_ROOT / "sample_runs"
 
 
 def resolve_store(path: Path) -> Path:
@@ -38,6 +39,8 @@ def launch(path: Path, host: str = "127.0.0.1", port: int = 8501) -> int:
     env = dict(os.environ, TRAINMAP_STORE=str(store.resolve()), TRAINMAP_LAUNCH_STORE=str(Path(path).resolve()))
     print(f"trainmap: dashboard on http://{host}:{port} (store {store})", file=sys.stderr)
     try:
-        return subprocess.call(streamlit_command(store, host, port), env=env)
+        # cwd: `python -m` puts the working directory first on sys.path, where a user's own
+        # folder named `store/` or `training/` could shadow trainmap's packages.
+        return subprocess.call(streamlit_command(store, host, port), env=env, cwd=str(PACKAGE_ROOT))
     except KeyboardInterrupt:
         return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -47,12 +48,12 @@ def server(tmp_path):
     shutil.copytree(REPO / "sample_runs", store_root)
     port = free_port()
     log = (tmp_path / "streamlit.log").open("w")
+    # Started the way users start it: `trainmap ui` (which runs `streamlit run` headless),
+    # from a folder holding a `store/` folder that must not shadow trainmap's `store` package.
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.address", "127.0.0.1", "--server.port", str(port)],
-        cwd=REPO, env=dict(os.environ, TRAINMAP_STORE=str(store_root)), stdout=log,
-        stderr=subprocess.STDOUT,
+        [str(Path(sys.executable).with_name("trainmap")), "ui", "--store", str(store_root),
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -69,11 +70,13 @@ def server(tmp_path):
             time.sleep(0.3)
         yield base, store_root
     finally:
-        process.terminate()
         try:
+            os.killpg(process.pid, signal.SIGTERM)  # trainmap ui and its streamlit child
             process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
         log.close()
 
 
