@@ -638,3 +638,83 @@ def test_lightning_run_writes_grand_rows(tmp_path):
     # the summary averages scheduled epochs >= 0, never the initialisation rows
     mean = rows[rows["epoch"] >= 0].groupby("sample_id")["grand"].mean()
     np.testing.assert_allclose(summary.set_index("sample_id").loc[mean.index, "grand"], mean, rtol=1e-5)
+
+
+# -- deferred checks (several steps) ---------------------------------------------------------
+
+
+def run_steps(loss_fns, weights_list, verify_steps=1, reduction="weighted_mean"):
+    """Train make_net() for len(loss_fns) fused steps; return (rows, expected per step)."""
+    model = make_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    recording = GrandRecording(GrandSchedule.parse("all"), loss_reduction=reduction)
+    recording.verify_steps = verify_steps
+    trainer = FakeTrainer()
+    recording.setup(trainer, model, "fit")
+    expected = {}
+    for step, (loss_fn, weights) in enumerate(zip(loss_fns, weights_list)):
+        trainer.global_step = step
+        n = 8 if step % 2 == 0 else 5  # a smaller last batch, as at the end of an epoch
+        x, y = randn(n, 12).double() + step, labels(3, n)
+        ids = torch.arange(n) + 10 * step
+        batch = (x, y, ids, weights[:n])
+        expected[step] = reference(copy.deepcopy(model), x, y)
+        optimizer.zero_grad()
+        recording.on_train_batch_start(trainer, model, batch, 0)
+        loss_fn(model(x), y, weights[:n]).backward()
+        recording.on_after_backward(trainer, model)
+        optimizer.step()
+        recording.on_train_batch_end(trainer, model, {}, batch, 0)
+    return recording.take_rows(), expected
+
+
+def rows_of(rows, step):
+    mask = rows["step"] == step
+    return torch.from_numpy(rows["grand"][mask]), rows["sample_id"][mask]
+
+
+@pytest.mark.parametrize("reduction", ["weighted_mean", "mean"])
+def test_deferred_steps_match_reference(reduction):
+    weights = torch.linspace(0.5, 2, 8, dtype=torch.float64) if reduction == "weighted_mean" else torch.ones(8, dtype=torch.float64)
+    loss = LOSSES[reduction]
+    rows, expected = run_steps([loss] * 5, [weights] * 5, reduction=reduction)
+    assert sorted(set(rows["step"].tolist())) == [0, 1, 2, 3, 4]
+    for step, norms in expected.items():
+        got, ids = rows_of(rows, step)
+        assert ids.tolist() == (np.arange(len(norms)) + 10 * step).tolist()
+        assert_close(got, norms, 1e-5)
+
+
+def test_deferred_step_failing_the_loss_check_is_dropped_not_wrong(caplog):
+    smoothed = lambda logits, y, w: F.cross_entropy(logits, y, label_smoothing=0.2)  # noqa: E731
+    plain = LOSSES["weighted_mean"]
+    ones = torch.ones(8, dtype=torch.float64)
+    with caplog.at_level(logging.WARNING, logger="training.grand"):
+        rows, expected = run_steps([plain, plain, smoothed, plain, plain], [ones] * 5)
+    assert "not weighted_mean cross-entropy" in caplog.text
+    steps = set(rows["step"].tolist())
+    assert 2 not in steps and {0, 1}.issubset(steps)
+    for step in steps:
+        assert_close(rows_of(rows, step)[0], expected[step], 1e-5)
+
+
+def test_deferred_zero_weight_set_inside_the_step_is_scored_exactly():
+    def zero_inside(logits, y, w):
+        inner = torch.ones_like(w)
+        inner[1] = 0.0
+        return (inner * F.cross_entropy(logits, y, reduction="none")).mean()
+
+    plain = LOSSES["weighted_mean"]
+    ones = torch.ones(8, dtype=torch.float64)
+    rows, expected = run_steps([plain, plain, zero_inside, zero_inside, plain], [ones] * 5)
+    for step, norms in expected.items():
+        got, ids = rows_of(rows, step)
+        assert len(ids) == len(norms)
+        assert_close(got, norms, 1e-5)
+
+
+def test_deferred_batch_weight_zero_is_scored_immediately():
+    weights = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    rows, expected = run_steps([LOSSES["weighted_mean"]] * 4, [weights] * 4)
+    for step, norms in expected.items():
+        assert_close(rows_of(rows, step)[0], norms, 1e-5)

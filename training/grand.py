@@ -395,11 +395,12 @@ class _Capture:
 
         return hook
 
-    def layer_sqnorms(self, n: int) -> dict[str, Tensor]:
-        """Per-module squared per-sample norms [n]; raises _NeedFallback if not exact."""
+    def take(self, n: int) -> list[tuple[int, Tensor, Tensor]]:
+        """(module index, input, output grad) of every ruled module that reached the loss,
+        after the checks that need this step's state; raises _NeedFallback if not exact."""
         if self.reused is not None:
             raise _NeedFallback(f"module {self.reused} ran more than once in one forward (reuse or checkpointing)")
-        result: dict[str, Tensor] = {}
+        items = []
         for index, (name, module, rule) in enumerate(self.plan.modules):
             g = self.grads[index]
             x = self.inputs[index]
@@ -414,11 +415,30 @@ class _Capture:
                 continue  # ran, but its output did not reach the loss: zero gradient
             if x is None or g.shape[0] != n or x.shape[0] != n:
                 raise _NeedFallback(f"module {name} has no leading batch dimension of size {n}")
-            result[name] = rule(module, x.detach(), self.outputs[index], g.detach())
-        return result
+            items.append((index, x.detach(), g.detach()))
+        return items
+
+    def layer_sqnorms(self, n: int) -> dict[str, Tensor]:
+        """Per-module squared per-sample norms [n]; raises _NeedFallback if not exact."""
+        return _apply_rules(self.plan, self.take(n))
+
+    def head(self) -> tuple[Tensor | None, Tensor | None]:
+        """(output, output grad) of the final Linear in this step."""
+        index = self.plan.head_index
+        if index is None or self.outputs[index] is None or self.grads[index] is None:
+            return None, None
+        return self.outputs[index].detach(), self.grads[index].detach()
 
     def release(self) -> None:
         self.reset()
+
+
+def _apply_rules(plan: _Plan, items: list[tuple[int, Tensor, Tensor]]) -> dict[str, Tensor]:
+    result: dict[str, Tensor] = {}
+    for index, x, g in items:
+        name, module, rule = plan.modules[index]
+        result[name] = rule(module, x, None, g)
+    return result
 
 
 # --------------------------------------------------------------------------------------
@@ -695,11 +715,16 @@ class GrandRecording:
         self._rank = 0
         self._permanent_fallback: str | None = None
         self._own_pass = False  # our extra forwards must not touch the head's ||h||²
+        self._deferred: list[dict[str, Any]] = []
+        self._deferred_bytes = 0
+        self._defer_ok = True
+        self._verified = 0
         self._batch_size: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_module=None, _plan=None, _capture=None, _head_handle=None, _head_input=None, _pending=None)
+        state.update(_module=None, _plan=None, _capture=None, _head_handle=None, _head_input=None, _pending=None,
+                     _deferred=[], _deferred_bytes=0)
         return state
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -787,7 +812,7 @@ class GrandRecording:
         plan = self._get_plan()
         self._pending = {
             "epoch": int(trainer.current_epoch), "step": int(trainer.global_step),
-            "x": x, "y": y, "ids": ids,
+            "x": x, "y": y, "ids": ids, "w": _batch_weights(batch),
         }
         if plan.fallback_reason is None and self._permanent_fallback is None:
             self._capture.arm()
@@ -801,12 +826,105 @@ class GrandRecording:
         if capture is not None:
             capture.disarm()
         try:
+            if armed and self._can_defer() and self._defer(pending):
+                return
             norms = self._score(pending, armed)
         finally:
             if capture is not None:
                 capture.release()
         if norms is not None:
             self._rows.append((pending["epoch"], pending["step"], pending["ids"].detach().cpu(), norms))
+
+    # -- deferred arithmetic -----------------------------------------------------------------
+    #
+    # Each step's ghost norms are computed right after its backward (holding the layers'
+    # inputs and output gradients longer makes the allocator hand out fresh memory every
+    # step, which costs more than it saves), but the per-sample loss-scale check and the
+    # final sqrt/divide, dozens of tiny ops, run once for many steps in ``_flush`` (at
+    # ``take_rows``, i.e. once per epoch, or when ``max_deferred_bytes`` is reached). What
+    # needs this step's weights stays immediate: the first ``verify_steps`` scored steps
+    # (the loss-form check with the exact fallback behind it) and steps whose batch carries
+    # a weight of 0 (the extra exact pass). If a deferred step later fails the loss-form
+    # check or shows a weight of 0 computed inside ``training_step``, its rows are dropped
+    # (logged, never written wrong) and recording goes back to checking every step.
+
+    deferred = True
+    verify_steps = 2
+    max_deferred_bytes = 16 * 2**20
+
+    def _can_defer(self) -> bool:
+        return (
+            self.deferred and self._defer_ok and self._verified >= self.verify_steps
+            and self._plan is not None and self._plan.fallback_reason is None and self._permanent_fallback is None
+        )
+
+    def _defer(self, pending: dict[str, Any]) -> bool:
+        y: Tensor = pending["y"]
+        n = y.shape[0]
+        w = pending.get("w")
+        if isinstance(w, Tensor) and not bool(w.all()):
+            return False
+        try:
+            items = self._capture.take(n)
+        except _NeedFallback:
+            return False  # the immediate path detects it again and falls back
+        z, g = self._capture.head()
+        if z is None or g is None or z.dim() != 2 or z.shape[0] != n:
+            return False
+        if not bool(g.any(1).all()):
+            return False  # a weight of 0 set inside training_step: the immediate exact pass
+        with torch.no_grad():
+            total = None
+            for value in _apply_rules(self._plan, items).values():  # fresh tensors
+                total = value if total is None else total.add_(value)
+        if total is None:
+            return False
+        self._deferred.append(
+            {"epoch": pending["epoch"], "step": pending["step"], "ids": pending["ids"].detach(), "y": y.detach(),
+             "total": total, "z": z, "g": g}
+        )
+        self._deferred_bytes += 3 * z.numel() * z.element_size()
+        if self._deferred_bytes > self.max_deferred_bytes:
+            self._flush()
+        return True
+
+    def _flush(self) -> None:
+        entries, self._deferred, self._deferred_bytes = self._deferred, [], 0
+        if not entries:
+            return
+        sizes = [int(e["y"].shape[0]) for e in entries]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        with torch.no_grad():
+            z = torch.cat([e["z"] for e in entries])
+            g = torch.cat([e["g"] for e in entries])
+            y = torch.cat([e["y"] for e in entries])
+            n_per_step = torch.repeat_interleave(torch.tensor(sizes), torch.tensor(sizes))
+            try:
+                c, ok = self._scale_and_check(z, g, y, n_per_step)
+            except _NeedFallback as reason:
+                self._defer_ok = False
+                _warn_once("deferred-head", "GraNd: %s; %d deferred steps not recorded", reason, len(entries))
+                return
+            total = torch.cat([e["total"] for e in entries]).to(c.dtype)
+            norms = (total.clamp_min_(0).sqrt_() / c.abs()).float().cpu()
+            ok = ok.cpu()
+            zero = (c == 0).cpu()
+        for k, entry in enumerate(entries):
+            sl = slice(offsets[k], offsets[k + 1])
+            if not bool(ok[sl].all()):
+                self._defer_ok = False
+                _warn_once("deferred-loss", "GraNd: %s; a deferred step was not recorded, back to checking every step", self._loss_message())
+                continue
+            keep = ~zero[sl]
+            if not bool(keep.all()):
+                self._defer_ok = False
+                _warn_once(
+                    "deferred-zero",
+                    "GraNd: samples with weight 0 set inside training_step were not recorded on a deferred step; "
+                    "back to immediate scoring (with an exact pass for such samples)",
+                )
+            ids = entry["ids"].cpu()
+            self._rows.append((entry["epoch"], entry["step"], ids[keep], norms[sl][keep]))
 
     def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._pending is not None:  # no on_after_backward (e.g. a skipped step)
@@ -818,6 +936,7 @@ class GrandRecording:
 
     def take_rows(self) -> dict[str, np.ndarray] | None:
         """Rows recorded since the last call (table ``grand``), or None."""
+        self._flush()
         if not self._rows:
             return None
         rows, self._rows = self._rows, []
@@ -861,6 +980,7 @@ class GrandRecording:
                         if extra is None:
                             return None
                         norms[index] = extra.to(norms.dtype)
+                self._verified += 1
                 return norms.float().cpu()
             except _NeedFallback as reason:
                 why = str(reason)
@@ -893,52 +1013,60 @@ class GrandRecording:
             self._own_pass = False
 
     def _loss_scale(self, y: Tensor) -> Tensor:
-        """c_i with dLoss/dlogits_i = c_i·(softmax_i − onehot(y_i)), checked per sample.
+        """c_i of this step (see ``_scale_and_check``); raises _NeedFallback if unchecked."""
+        z, g = self._capture.head()
+        c, ok = self._scale_and_check(z, g, y)
+        if not bool(ok.all()):
+            raise _NeedFallback(self._loss_message())
+        return c
 
-        The final Linear's output gradient g is read; for ``weighted_mean`` c_i is fitted
-        on the off-label entries (c·p_j, free of the cancellation in p_y − 1), then
-        ||g_i − c_i·r_i|| ≤ tol·||g_i|| + 10·tol·|c_i| is required of every sample
-        (tol 1e-4 in float32, 1e-9 in float64), else ``_NeedFallback``.
+    def _loss_message(self) -> str:
+        return (
+            f"the loss is not {self.loss_reduction} cross-entropy of the final Linear's output "
+            "(label smoothing, another loss, or transformed logits?)"
+        )
+
+    def _scale_and_check(self, z: Tensor | None, g: Tensor | None, y: Tensor, n_per_step: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(c, ok) with dLoss/dlogits_i = c_i·(softmax_i − onehot(y_i)).
+
+        The final Linear's output z and output gradient g are read; for ``weighted_mean``
+        c_i is fitted on the off-label entries (c·p_j, free of the cancellation in
+        p_y − 1); ``ok_i`` requires ||g_i − c_i·r_i|| ≤ tol·||g_i|| + 10·tol·|c_i| (tol 1e-4
+        in float32, 1e-9 in float64). ``n_per_step`` gives each row's batch size for
+        ``mean`` when rows of several steps are checked together.
         """
-        index = self._plan.head_index
-        z = None if index is None else self._capture.outputs[index]
-        g = None if index is None else self._capture.grads[index]
         n = y.shape[0]
         if z is None or g is None or z.dim() != 2 or z.shape[0] != n or int(y.max()) >= z.shape[1]:
             raise _NeedFallback("the final Linear's output is not the [N, classes] logits")
         if self.numpy_on_cpu and g.device.type == "cpu" and y.device.type == "cpu":
-            return self._loss_scale_numpy(z, g, y)
+            return self._scale_and_check_numpy(z, g, y, n_per_step)
         dtype = _compute_dtype(g)
-        z = z.detach().to(dtype)
-        g = g.detach().to(dtype)
+        z = z.to(dtype)
+        g = g.to(dtype)
         yy = y.reshape(n, 1).long()
         p = torch.softmax(z, dim=1)
         off = p.scatter(1, yy, 0.0)
         if self.loss_reduction == "weighted_mean":
             # No off-label mass (p_y == 1 exactly): the gradient is 0 and any c != 0 will do.
             c = torch.nan_to_num(torch.linalg.vecdot(g, off).div_(torch.linalg.vecdot(off, off)), nan=1.0)
+        elif self.loss_reduction == "mean":
+            c = (1.0 / n_per_step.to(dtype)) if n_per_step is not None else torch.full((n,), 1.0 / n, dtype=dtype, device=g.device)
         else:
-            c = torch.full((n,), 1.0 / n if self.loss_reduction == "mean" else 1.0, dtype=dtype, device=g.device)
+            c = torch.ones(n, dtype=dtype, device=g.device)
         c1 = c.unsqueeze(1)
         # g − c·(p − e_y) = (g − c·off) + c·(1 − p_y)·e_y
         residual = torch.addcmul(g, c1, off, value=-1.0)
         residual.scatter_add_(1, yy, c1 * (1.0 - p.gather(1, yy)))
         tol2 = 1e-8 if dtype == torch.float32 else 1e-18
         limit = torch.addcmul(torch.linalg.vecdot(g, g).mul_(2 * tol2), c, c, value=200 * tol2)
-        if not bool(torch.linalg.vecdot(residual, residual).le_(limit).all()):
-            raise _NeedFallback(
-                f"the loss is not {self.loss_reduction} cross-entropy of the final Linear's output "
-                "(label smoothing, another loss, or transformed logits?)"
-            )
-        return c
+        return c, torch.linalg.vecdot(residual, residual).le_(limit)
 
-
-    def _loss_scale_numpy(self, z: Tensor, g: Tensor, y: Tensor) -> Tensor:
-        """``_loss_scale`` on the CPU in float64 NumPy (~20 tiny ops at ~1 µs instead of ~5)."""
+    def _scale_and_check_numpy(self, z: Tensor, g: Tensor, y: Tensor, n_per_step: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``_scale_and_check`` on the CPU in float64 NumPy (tiny ops cost ~1 µs instead of ~5)."""
         n = y.shape[0]
         tol2 = 1e-8 if g.dtype != torch.float64 else 1e-18
-        zn = z.detach().numpy().astype(np.float64)
-        gn = g.detach().numpy().astype(np.float64)
+        zn = z.numpy().astype(np.float64)
+        gn = g.numpy().astype(np.float64)
         yn = y.numpy().astype(np.int64)
         rows = np.arange(n)
         p = np.exp(zn - zn.max(1, keepdims=True))
@@ -948,17 +1076,23 @@ class GrandRecording:
         if self.loss_reduction == "weighted_mean":
             den = np.einsum("ij,ij->i", off, off)
             c = np.divide(np.einsum("ij,ij->i", gn, off), den, out=np.ones(n), where=den > 0)
+        elif self.loss_reduction == "mean":
+            c = 1.0 / n_per_step.numpy().astype(np.float64) if n_per_step is not None else np.full(n, 1.0 / n)
         else:
-            c = np.full(n, 1.0 / n if self.loss_reduction == "mean" else 1.0)
+            c = np.ones(n)
         residual = gn - c[:, None] * off
         residual[rows, yn] += c * (1.0 - p[rows, yn])
         limit = 2 * tol2 * np.einsum("ij,ij->i", gn, gn) + 200 * tol2 * c * c
-        if not (np.einsum("ij,ij->i", residual, residual) <= limit).all():
-            raise _NeedFallback(
-                f"the loss is not {self.loss_reduction} cross-entropy of the final Linear's output "
-                "(label smoothing, another loss, or transformed logits?)"
-            )
-        return torch.from_numpy(c.astype(np.float32 if g.dtype != torch.float64 else np.float64))
+        ok = np.einsum("ij,ij->i", residual, residual) <= limit
+        return torch.from_numpy(c.astype(np.float32 if g.dtype != torch.float64 else np.float64)), torch.from_numpy(ok)
+
+
+def _batch_weights(batch: Any) -> Tensor | None:
+    if isinstance(batch, Mapping):
+        return batch.get("weight")
+    if isinstance(batch, Sequence) and len(batch) >= 4 and isinstance(batch[3], Tensor):
+        return batch[3]
+    return None
 
 
 def _to(x: Any, device: torch.device) -> Any:
