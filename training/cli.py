@@ -187,19 +187,24 @@ def _run_ids(args: argparse.Namespace, store) -> list[str]:
     return run_ids
 
 
+def _epoch_range(text: str | None) -> tuple[int, int] | None:
+    """``--epochs FIRST:LAST`` (or one epoch) as a pair; None when not given."""
+    if not text:
+        return None
+    try:
+        low, _, high = text.partition(":")
+        return int(low), int(high or low)
+    except ValueError:
+        raise CliError(f"--epochs expects FIRST:LAST (e.g. 0:9) or one epoch, got {text!r}") from None
+
+
 def cmd_scores(args: argparse.Namespace) -> int:
     from store import rank_hardest, sample_summary
     from store.scores import get_score
 
     store = _open_store(args)
     run_ids = _run_ids(args, store)
-    epochs = None
-    if args.epochs:
-        try:
-            low, _, high = args.epochs.partition(":")
-            epochs = (int(low), int(high or low))
-        except ValueError:
-            raise CliError(f"--epochs expects FIRST:LAST (e.g. 0:9) or one epoch, got {args.epochs!r}") from None
+    epochs = _epoch_range(args.epochs)
     try:
         summary = sample_summary(store, run_ids, epochs)
         if args.sort:

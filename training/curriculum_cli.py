@@ -74,7 +74,7 @@ def cmd_curriculum(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from store import sample_summary
     from store.curriculum import FILE_SUFFIXES, CurriculumError, build_curriculum, save_curriculum, save_to_store
-    from training.cli import CliError, _open_store, _run_ids
+    from training.cli import CliError, _epoch_range, _open_store, _run_ids
 
     output = Path(args.output) if args.output else None
     if output is not None:
@@ -84,13 +84,7 @@ def _build(args: argparse.Namespace) -> int:
             raise CliError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
     store = _open_store(args)
     run_ids = _run_ids(args, store)
-    epochs = None
-    if args.epochs:
-        try:
-            low, _, high = args.epochs.partition(":")
-            epochs = (int(low), int(high or low))
-        except ValueError:
-            raise CliError(f"--epochs expects FIRST:LAST (e.g. 0:9) or one epoch, got {args.epochs!r}") from None
+    epochs = _epoch_range(args.epochs)
     params = {key[len("param_"):]: value for key, value in vars(args).items()
               if key.startswith("param_") and value is not None}
     tasks = {store.run_info(run_id).get("task") for run_id in run_ids}
