@@ -73,7 +73,7 @@ class Block(nn.Module):
 class TinyTransformer(nn.Module):
     """Small transformer classifier for MNIST-1D: length-40 signal -> 10 patches of 4,
     linear patch embedding + learned position embedding (nn.Embedding), 2 blocks of
-    width 64 with 4 heads, mean pooling, LayerNorm, linear head (~105 k parameters)."""
+    width 64 with 4 heads, mean pooling, LayerNorm, linear head (~69 k parameters)."""
 
     def __init__(self, length: int = 40, num_classes: int = 10, patch: int = 4, dim: int = 64, depth: int = 2, heads: int = 4) -> None:
         super().__init__()

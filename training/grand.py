@@ -365,8 +365,10 @@ class _Capture:
 
     def arm(self) -> None:
         self.reset()
-        for index, (_, module, _) in enumerate(self.plan.modules):
-            self._handles.append(module.register_forward_hook(self._forward_hook(index)))
+        if not hasattr(self, "_hook_functions"):
+            self._hook_functions = [self._forward_hook(i) for i in range(len(self.plan.modules))]
+        for (_, module, _), hook in zip(self.plan.modules, self._hook_functions):
+            self._handles.append(module.register_forward_hook(hook))
 
     def disarm(self) -> None:
         for handle in self._handles:
@@ -873,10 +875,9 @@ class GrandRecording:
             return False
         if not bool(g.any(1).all()):
             return False  # a weight of 0 set inside training_step: the immediate exact pass
-        with torch.no_grad():
-            total = None
-            for value in _apply_rules(self._plan, items).values():  # fresh tensors
-                total = value if total is None else total.add_(value)
+        total = None  # inputs and grads are detached: no autograd bookkeeping here
+        for value in _apply_rules(self._plan, items).values():  # fresh tensors
+            total = value if total is None else total.add_(value)
         if total is None:
             return False
         self._deferred.append(
@@ -909,6 +910,10 @@ class GrandRecording:
             norms = (total.clamp_min_(0).sqrt_() / c.abs()).float().cpu()
             ok = ok.cpu()
             zero = (c == 0).cpu()
+        if bool(ok.all()) and not bool(zero.any()):  # the usual case: one split, no per-step checks
+            for entry, part in zip(entries, torch.split(norms, sizes)):
+                self._rows.append((entry["epoch"], entry["step"], entry["ids"].cpu(), part))
+            return
         for k, entry in enumerate(entries):
             sl = slice(offsets[k], offsets[k + 1])
             if not bool(ok[sl].all()):
