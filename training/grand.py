@@ -111,7 +111,11 @@ def _outer_sum_sqnorm(a: Tensor, g: Tensor) -> Tensor:
         ga = torch.bmm(a, a.transpose(1, 2))
         gg = torch.bmm(g, g.transpose(1, 2))
         return torch.linalg.vecdot(ga.reshape(m, -1), gg.reshape(m, -1)).clamp_min_(0)
-    return _sq(torch.bmm(g.transpose(1, 2).contiguous(), a.contiguous()))
+    # The product is the same either way round; MKL's batched GEMM is several times faster
+    # when the output's last dim is the larger one (measured: 26 vs 129 µs for 5 x 64).
+    if dg >= da:
+        return _sq(torch.bmm(a.transpose(1, 2).contiguous(), g))
+    return _sq(torch.bmm(g.transpose(1, 2).contiguous(), a))
 
 
 def _linear_rule(module: nn.Linear, x: Tensor, out: Tensor, g: Tensor) -> Tensor:
@@ -135,35 +139,50 @@ def _linear_rule(module: nn.Linear, x: Tensor, out: Tensor, g: Tensor) -> Tensor
     return total
 
 
-def _conv1d_weight_sqnorm(module: nn.Conv1d, x: Tensor, gflat: Tensor) -> Tensor:
-    """||∇W_i||² of a Conv1d from its padded input x [N, C, Lp] and output grad [N, C_out, T].
+def _conv1d_weight_sqnorm(
+    module: nn.Conv1d, x: Tensor, gflat: Tensor, left: int = 0, right: int = 0, with_bias: bool = False
+) -> Tensor:
+    """||∇W_i||² of a Conv1d from its input x [N, C, L] (zero padding ``left``/``right``
+    still to apply) and output grad [N, C_out, T].
 
-    Gram form without unfolding: with R = XᵀX per sample and group ([Lp, Lp], summed over
-    the group's input channels), the patch Gram is Ga[t, t'] = Σ_j R[t·s + j·d, t'·s + j·d]
-    (k strided views of R, one as_strided), and ||∇W||² = Σ Ga ∘ Gg with Gg = gᵀg. When the
-    per-sample gradient is smaller than those Gram matrices, it is materialised instead.
+    Gram form without unfolding: with R = XᵀX per sample and group ([L, L], summed over
+    the group's input channels; zero padding pads R, which is smaller than X), the patch
+    Gram is Ga[t, t'] = Σ_j R[t·s + j·d, t'·s + j·d] (k strided views of R, one
+    as_strided), and ||∇W||² = Σ Ga ∘ Gg with Gg = gᵀg. When the per-sample gradient is
+    smaller than those Gram matrices, it is materialised instead (unfolded patches).
     """
-    n, c_in, lp = x.shape
+    n, c_in, length = x.shape
+    lp = length + left + right
     groups, c_out = module.groups, module.out_channels
     (k,), (s,), (d,) = module.kernel_size, module.stride, module.dilation
     t = gflat.shape[2]
     da, dg = (c_in // groups) * k, c_out // groups
-    gram_cost = lp * lp * (c_in // groups) + t * t * (dg + k)
+    gram_cost = length * length * (c_in // groups) + t * t * (dg + k)
     if gram_cost <= t * da * dg + t * da:
-        xg = x.reshape(n * groups, c_in // groups, lp)
-        r = torch.bmm(xg.transpose(1, 2), xg)  # [N*G, Lp, Lp]
+        xg = x.reshape(n * groups, c_in // groups, length)
+        r = torch.bmm(xg.transpose(1, 2), xg)  # [N*G, L, L]
+        if left or right:
+            r = F.pad(r, [left, right, left, right])
         st = r.stride()
         views = r.as_strided((n * groups, k, t, t), (st[0], d * (st[1] + st[2]), s * st[1], s * st[2]))
         ga = views.sum(1)
         gg = gflat.reshape(n * groups, dg, t)
         gg = torch.bmm(gg.transpose(1, 2), gg)
-        return torch.linalg.vecdot(ga.reshape(n * groups, -1), gg.reshape(n * groups, -1)).clamp_min_(0).reshape(n, groups).sum(1)
+        total = torch.linalg.vecdot(ga.reshape(n * groups, -1), gg.reshape(n * groups, -1)).clamp_min_(0)
+        if with_bias:  # ||Σ_t g_t||² = Σ_{t,t'} g_t·g_t': the entries of Gg again
+            total = total + gg.sum((1, 2))
+        return total.reshape(n, groups).sum(1)
+    if with_bias:
+        bias = _sq(gflat.sum(2))
+    if left or right:
+        x = F.pad(x, [left, right])
     patches = x.unfold(2, d * (k - 1) + 1, s)  # [N, C, T, span]
     if d > 1:
         patches = patches[..., ::d]
     a = patches.reshape(n, groups, c_in // groups, t, k).permute(0, 1, 3, 2, 4).reshape(n * groups, t, da)
     gg = gflat.reshape(n * groups, dg, t).transpose(1, 2)
-    return _outer_sum_sqnorm(a, gg).reshape(n, groups).sum(1)
+    total = _outer_sum_sqnorm(a, gg).reshape(n, groups).sum(1)
+    return total + bias if with_bias else total
 
 
 def _conv_rule(module: nn.Conv1d | nn.Conv2d, x: Tensor, out: Tensor, g: Tensor) -> Tensor:
@@ -176,15 +195,14 @@ def _conv_rule(module: nn.Conv1d | nn.Conv2d, x: Tensor, out: Tensor, g: Tensor)
     total = torch.zeros(n, dtype=dtype, device=g.device)
     if module.weight.requires_grad:
         x = x.to(dtype)
-        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-        pads = module._reversed_padding_repeated_twice
-        if any(pads):
-            x = F.pad(x, list(pads), mode=mode)
+        pads = list(module._reversed_padding_repeated_twice)
+        if any(pads) and (module.padding_mode != "zeros" or not isinstance(module, nn.Conv1d)):
+            mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+            x = F.pad(x, pads, mode=mode)
+            pads = [0, 0]
         if isinstance(module, nn.Conv1d):
-            total = total + _conv1d_weight_sqnorm(module, x, gflat)
-            if module.bias is not None and module.bias.requires_grad:
-                total = total + _sq(gflat.sum(2))
-            return total
+            with_bias = module.bias is not None and module.bias.requires_grad
+            return _conv1d_weight_sqnorm(module, x, gflat, pads[0], pads[1], with_bias)
         else:
             cols = F.unfold(x, module.kernel_size, dilation=module.dilation, stride=module.stride)
             a = cols.reshape(n * groups, cols.shape[1] // groups, cols.shape[2]).transpose(1, 2)
