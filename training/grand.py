@@ -891,12 +891,12 @@ class GrandRecording:
         z, g = self._capture.head()
         if z is None or g is None or z.dim() != 2 or z.shape[0] != n:
             return False
-        if not bool(g.any(1).all()):
-            return False  # a weight of 0 set inside training_step: the immediate exact pass
         total = None  # inputs and grads are detached: no autograd bookkeeping here
         for value in _apply_rules(self._plan, items).values():  # fresh tensors
             total = value if total is None else total.add_(value)
-        if total is None:
+        # A zero total means a zero head gradient: a weight of 0 set inside training_step
+        # (or p_y == 1 exactly). The immediate path scores it (extra exact pass if needed).
+        if total is None or not bool(total.all()):
             return False
         self._deferred.append(
             {"epoch": pending["epoch"], "step": pending["step"], "ids": pending["ids"].detach(), "y": y.detach(),
@@ -1061,11 +1061,11 @@ class GrandRecording:
         n = y.shape[0]
         if z is None or g is None or z.dim() != 2 or z.shape[0] != n or int(y.max()) >= z.shape[1]:
             raise _NeedFallback("the final Linear's output is not the [N, classes] logits")
+        dtype = _compute_dtype(g)
+        z = z.to(dtype)  # half / bfloat16 models: checked in float32
+        g = g.to(dtype)
         if self.numpy_on_cpu and g.device.type == "cpu" and y.device.type == "cpu":
             return self._scale_and_check_numpy(z, g, y, n_per_step)
-        dtype = _compute_dtype(g)
-        z = z.to(dtype)
-        g = g.to(dtype)
         yy = y.reshape(n, 1).long()
         p = torch.softmax(z, dim=1)
         off = p.scatter(1, yy, 0.0)
@@ -1085,11 +1085,12 @@ class GrandRecording:
         return c, torch.linalg.vecdot(residual, residual).le_(limit)
 
     def _scale_and_check_numpy(self, z: Tensor, g: Tensor, y: Tensor, n_per_step: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``_scale_and_check`` on the CPU in float64 NumPy (tiny ops cost ~1 µs instead of ~5)."""
+        """``_scale_and_check`` on the CPU in NumPy (tiny ops cost ~1 µs instead of ~5)."""
         n = y.shape[0]
         tol2 = 1e-8 if g.dtype != torch.float64 else 1e-18
-        zn = z.numpy().astype(np.float64)
-        gn = g.numpy().astype(np.float64)
+        work = np.float64 if g.dtype == torch.float64 else np.float32  # float32: residuals ~1e-7 << tol
+        zn = z.numpy().astype(work, copy=False)
+        gn = g.numpy().astype(work, copy=False)
         yn = y.numpy().astype(np.int64)
         rows = np.arange(n)
         p = np.exp(zn - zn.max(1, keepdims=True))
@@ -1098,16 +1099,16 @@ class GrandRecording:
         off[rows, yn] = 0.0
         if self.loss_reduction == "weighted_mean":
             den = np.einsum("ij,ij->i", off, off)
-            c = np.divide(np.einsum("ij,ij->i", gn, off), den, out=np.ones(n), where=den > 0)
+            c = np.divide(np.einsum("ij,ij->i", gn, off), den, out=np.ones(n, dtype=work), where=den > 0)
         elif self.loss_reduction == "mean":
-            c = 1.0 / n_per_step.numpy().astype(np.float64) if n_per_step is not None else np.full(n, 1.0 / n)
+            c = (1.0 / n_per_step.numpy()).astype(work) if n_per_step is not None else np.full(n, 1.0 / n, dtype=work)
         else:
-            c = np.ones(n)
+            c = np.ones(n, dtype=work)
         residual = gn - c[:, None] * off
         residual[rows, yn] += c * (1.0 - p[rows, yn])
         limit = 2 * tol2 * np.einsum("ij,ij->i", gn, gn) + 200 * tol2 * c * c
         ok = np.einsum("ij,ij->i", residual, residual) <= limit
-        return torch.from_numpy(c.astype(np.float32 if g.dtype != torch.float64 else np.float64)), torch.from_numpy(ok)
+        return torch.from_numpy(c), torch.from_numpy(ok)
 
 
 def _batch_weights(batch: Any) -> Tensor | None:
