@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import copy
 import datetime as dt
-import math
 import os
 import platform
 import statistics
