@@ -132,6 +132,19 @@ def test_missing_store_and_empty_store(tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
+def test_output_piped_into_a_reader_that_stops_early():
+    """`trainmap scores ... | head -1`: no BrokenPipe traceback, exit 0."""
+    run_id = sorted(p.name for p in (REPO / "sample_runs" / "runs").iterdir())[0]
+    command = [*TRAINMAP, "scores", "--run", run_id, "--store", str(REPO / "sample_runs")]
+    writer = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    header = writer.stdout.readline()
+    writer.stdout.close()  # the reader goes away after one line, like `head -1`
+    stderr = writer.stderr.read().decode()
+    assert writer.wait(timeout=120) == 0, stderr
+    assert header.startswith(b"sample_id,label,original_label,label_noisy,")
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
 def test_help_texts_name_the_commands():
     text = trainmap("--help").stdout
     for command in ("train", "runs", "scores", "dynamics", "ui"):
