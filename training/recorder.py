@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,11 @@ from training import scores
 logger = logging.getLogger(__name__)
 
 TARGET_KEYS = ("y", "target", "targets", "label", "labels")
+
+#: Presentation columns computed per epoch by ``_epoch_arrays`` (epoch and rank are added).
+PRESENTATION_COLUMNS = (
+    "step", "sample_id", "label", "loss", "p_true", "el2n", "correct", "pred", "margin", "weight", "grand_last",
+)
 
 
 def _parse_batch(batch: Any, require_ids: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -98,9 +104,21 @@ class _SegmentWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._futures: list[Future] = []
 
+    @staticmethod
+    def _lower_priority() -> None:
+        """Run the writer at the lowest CPU priority (Linux: per thread), so that it fills
+        the gaps the training loop leaves (data loading, Python between kernels) instead
+        of preempting the intra-op threads of a training step."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):  # not Linux, or not permitted: normal priority
+            pass
+
     def submit(self, function: Any, *args: Any, **kwargs: Any) -> None:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainmap-writer")
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="trainmap-writer", initializer=self._lower_priority
+            )
         self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
         self._futures.append(self._executor.submit(function, *args, **kwargs))
 
@@ -391,7 +409,9 @@ class DynamicsRecorder(L.Callback):
             return
         self._val = {"loss": loss_sum / count, "accuracy": correct_sum / count}
         if trainer.is_global_zero:
-            self._write_epoch_row(trainer.current_epoch, "val", loss_sum, int(correct_sum), int(count), 0)
+            self._writer.submit(
+                self._write_segments, [self._epoch_row(trainer.current_epoch, "val", loss_sum, int(correct_sum), int(count), 0)]
+            )
         if getattr(self, "_val_class_sums", None) is not None:
             class_sums = trainer.strategy.reduce(self._val_class_sums.to(pl_module.device), reduce_op="sum").cpu()
             if trainer.is_global_zero:
@@ -412,50 +432,22 @@ class DynamicsRecorder(L.Callback):
             return
         epoch = trainer.current_epoch
         rank = trainer.global_rank
-        # The training process only gathers the epoch's tensors (no host sync on an
-        # accelerator); scores, Arrow tables and file writes run on the writer thread,
-        # overlapping with the next epoch (DESIGN.md: vectorise once per epoch).
-        with torch.no_grad():
-            batch = {
-                "logits": torch.cat(self._logits),
-                "targets": torch.cat(self._targets),
-                "sample_ids": torch.cat(self._sample_ids),
-                "weights": (
-                    torch.cat(
-                        [
-                            torch.ones(n, device=self._logits[0].device) if w is None else w.float().reshape(-1)
-                            for w, n in zip(self._weights, self._batch_sizes)
-                        ]
-                    )
-                    if any(w is not None for w in self._weights)
-                    else None
-                ),
-                "feature_sqnorms": (
-                    torch.cat(self._feature_sqnorms)
-                    if self._feature_sqnorms and all(f is not None for f in self._feature_sqnorms)
-                    else None
-                ),
-                "batch_steps": list(self._batch_steps),
-                "batch_sizes": list(self._batch_sizes),
-                "step_losses": torch.stack(self._step_losses) if self._step_losses else None,
-                "step_numbers": list(self._step_numbers),
-                "parameter_norms": list(self._layer_norms) if self._layer_norms else None,
-                "grad_norm_steps": list(self._grad_norm_steps),
-                "lrs": list(self._lrs),
-            }
-            totals = None
-            if trainer.world_size > 1:
-                # Train loss / accuracy of the epoch, combined exactly over ranks.
-                logits = batch["logits"].float()
-                targets = batch["targets"].long()
-                local = torch.stack(
-                    [
-                        scores.cross_entropy(logits, targets).double().sum(),
-                        scores.correct(logits, targets).double().sum(),
-                        torch.tensor(float(len(targets)), dtype=torch.float64, device=logits.device),
-                    ]
-                )
-                totals = tuple(float(v) for v in trainer.strategy.reduce(local, reduce_op="sum").cpu())
+        # Every torch operation of the epoch runs here, on the training thread, vectorised
+        # once (DESIGN.md), and so is building the Arrow tables; the writer thread only
+        # encodes and writes files (pyarrow releases the GIL there), overlapping with the
+        # next epoch. Torch ops on a second thread start a second OpenMP team, and Python
+        # work there fights the training loop for the GIL: each measured up to 2x slower
+        # training on a 2-core machine.
+        arrays = self._epoch_arrays()
+        totals = None
+        if trainer.world_size > 1:
+            # Train loss / accuracy of the epoch, combined exactly over ranks.
+            local = torch.tensor(
+                [float(arrays["loss"].astype(np.float64).sum()), float(arrays["correct"].sum()), float(len(arrays["loss"]))],
+                dtype=torch.float64,
+                device=pl_module.device,
+            )
+            totals = tuple(float(v) for v in trainer.strategy.reduce(local, reduce_op="sum").cpu())
         val = self._val
         if trainer.is_global_zero:
             self.epochs_recorded = epoch + 1
@@ -466,69 +458,108 @@ class DynamicsRecorder(L.Callback):
                 self.best_val_accuracy = val_accuracy
         if self.grand is not None:
             self._write_grand(trainer, f"r{rank:02d}-e{epoch:06d}")
-        self._writer.submit(
-            self._write_epoch, batch, epoch, rank, trainer.is_global_zero, totals, val, self.best_val_accuracy
+        segments, run_update = self._epoch_segments(
+            arrays, epoch, rank, trainer.is_global_zero, totals, val, self.best_val_accuracy
         )
+        self._writer.submit(self._write_segments, segments, run_update)
         self._val = None
         self._reset_epoch_buffers()
 
-    def _write_epoch(
+    def _epoch_arrays(self) -> dict[str, Any]:
+        """The epoch's buffers as NumPy arrays: per-presentation scores, per-step losses,
+        per-layer gradient norms. One host copy per epoch."""
+        with torch.no_grad():
+            logits = torch.cat(self._logits).float()
+            targets = torch.cat(self._targets).long()
+            out: dict[str, Any] = {
+                k: v.cpu().numpy() for k, v in scores.presentation_scores(logits, targets).items()
+            }
+            out["label"] = targets.cpu().numpy().astype(np.int32)
+            out["sample_id"] = torch.cat(self._sample_ids).long().cpu().numpy()
+            n = len(out["sample_id"])
+            if any(w is not None for w in self._weights):
+                out["weight"] = torch.cat(
+                    [
+                        torch.ones(size, device=logits.device) if w is None else w.float().reshape(-1)
+                        for w, size in zip(self._weights, self._batch_sizes)
+                    ]
+                ).cpu().numpy()
+            else:
+                out["weight"] = np.ones(n, dtype=np.float32)
+            if self._feature_sqnorms and all(f is not None for f in self._feature_sqnorms):
+                # Last-layer GraNd approximation (DESIGN.md): EL2N * sqrt(||h||^2 + 1).
+                feature_sqnorm = torch.cat(self._feature_sqnorms).float().cpu().numpy()
+                out["grand_last"] = out["el2n"] * np.sqrt(feature_sqnorm + 1.0)
+            else:
+                out["grand_last"] = np.full(n, np.nan, dtype=np.float32)
+            out["step"] = np.repeat(np.asarray(self._batch_steps, dtype=np.int64), self._batch_sizes)
+            out["step_numbers"] = np.asarray(self._step_numbers, dtype=np.int64)
+            out["step_losses"] = (
+                torch.stack(self._step_losses).float().cpu().numpy()
+                if self._step_losses
+                else np.zeros(0, dtype=np.float32)
+            )
+            out["per_layer_sq"] = None
+            if self._layer_norms:
+                per_parameter = torch.stack([torch.stack(norms) for norms in self._layer_norms]).float() ** 2
+                owner = self._layer_owner.to(per_parameter.device)
+                out["per_layer_sq"] = (
+                    torch.zeros(len(per_parameter), len(self._layers), device=per_parameter.device)
+                    .index_add_(1, owner, per_parameter)
+                    .cpu()
+                    .numpy()
+                )  # [steps, layers], squared norms
+                out["grad_norm_steps"] = np.asarray(self._grad_norm_steps, dtype=np.int64)
+                out["lrs"] = np.asarray([float(v) for v in self._lrs], dtype=np.float64)
+        return out
+
+    def _epoch_segments(
         self,
-        batch: dict[str, Any],
+        arrays: dict[str, Any],
         epoch: int,
         rank: int,
         is_global_zero: bool,
         totals: tuple[float, float, float] | None,
         val: dict[str, float] | None,
         best_val_accuracy: float | None,
-    ) -> None:
-        """Writer thread: per-presentation scores, then one segment per table."""
-        store = self.store
+    ) -> tuple[list[tuple[str, pa.Table, str]], dict[str, Any] | None]:
+        """The epoch's segments ``(table, rows, part)`` and run.json fields (rank 0)."""
         part = f"r{rank:02d}-e{epoch:06d}"
-        with torch.no_grad():
-            logits = batch["logits"].float()
-            targets = batch["targets"].long()
-            values = {k: v.cpu().numpy() for k, v in scores.presentation_scores(logits, targets).items()}
-            sample_ids = batch["sample_ids"].long().cpu().numpy()
-            n = len(sample_ids)
-            weights = (
-                np.ones(n, dtype=np.float32) if batch["weights"] is None else batch["weights"].cpu().numpy()
-            )
-            if batch["feature_sqnorms"] is not None:
-                # Last-layer GraNd approximation (DESIGN.md): EL2N * sqrt(||h||^2 + 1).
-                feature_sqnorm = batch["feature_sqnorms"].float().cpu().numpy()
-                grand_last = values["el2n"] * np.sqrt(feature_sqnorm + 1.0)
-            else:
-                grand_last = np.full(n, np.nan, dtype=np.float32)
+        n = len(arrays["sample_id"])
         presentations = pa.table(
             {
                 "epoch": np.full(n, epoch, dtype=np.int32),
-                "step": np.repeat(np.asarray(batch["batch_steps"], dtype=np.int64), batch["batch_sizes"]),
-                "sample_id": sample_ids,
-                "label": targets.cpu().numpy().astype(np.int32),
-                **values,
-                "weight": weights,
-                "grand_last": grand_last,
+                **{name: arrays[name] for name in PRESENTATION_COLUMNS},
                 "rank": np.full(n, rank, dtype=np.int16),
             }
         )
-        store.write_segment(self.run_id, "presentations", presentations, part)
+        segments = [("presentations", presentations, part)]
         if not is_global_zero:
-            return
+            return segments, None
         if totals is None:
-            totals = (float(values["loss"].astype(np.float64).sum()), float(values["correct"].sum()), float(n))
+            totals = (float(arrays["loss"].astype(np.float64).sum()), float(arrays["correct"].sum()), float(n))
         loss_sum, correct_sum, count = totals
-        self._write_epoch_row(epoch, "train", loss_sum, int(correct_sum), int(count), 0, now=True)
-        self._write_steps(store, batch, epoch, part)
-        store.update_run(
-            self.run_id,
-            epochs_done=epoch + 1,
-            final_train_loss=loss_sum / max(count, 1),
-            final_train_accuracy=correct_sum / max(count, 1),
-            final_val_accuracy=val["accuracy"] if val else None,
-            final_val_loss=val["loss"] if val else None,
-            best_val_accuracy=best_val_accuracy,
-        )
+        segments.append(self._epoch_row(epoch, "train", loss_sum, int(correct_sum), int(count), 0))
+        segments.extend(self._step_segments(arrays, epoch, part))
+        run_update = {
+            "epochs_done": epoch + 1,
+            "final_train_loss": loss_sum / max(count, 1),
+            "final_train_accuracy": correct_sum / max(count, 1),
+            "final_val_accuracy": val["accuracy"] if val else None,
+            "final_val_loss": val["loss"] if val else None,
+            "best_val_accuracy": best_val_accuracy,
+        }
+        return segments, run_update
+
+    def _write_segments(
+        self, segments: list[tuple[str, pa.Table, str]], run_update: dict[str, Any] | None = None
+    ) -> None:
+        """Writer thread: encode and write the segments, then update run.json."""
+        store = self.store
+        for table_name, table, part in segments:
+            store.write_segment(self.run_id, table_name, table, part)
+        if run_update:
+            store.update_run(self.run_id, **run_update)
 
     def _write_grand(self, trainer: L.Trainer, part: str) -> None:
         rows = self.grand.take_rows()
@@ -536,9 +567,9 @@ class DynamicsRecorder(L.Callback):
             return
         self._writer.submit(self.store.write_segment, self.run_id, "grand", pa.table(rows), part)
 
-    def _write_epoch_row(
-        self, epoch: int, split: str, loss_sum: float, correct_sum: int, count: int, rank: int, now: bool = False
-    ) -> None:
+    def _epoch_row(
+        self, epoch: int, split: str, loss_sum: float, correct_sum: int, count: int, rank: int
+    ) -> tuple[str, pa.Table, str]:
         row = pa.table(
             {
                 "epoch": [epoch],
@@ -550,40 +581,26 @@ class DynamicsRecorder(L.Callback):
                 "time": pa.array([dt.datetime.now(dt.timezone.utc)], pa.timestamp("us", tz="UTC")),
             }
         )
-        if now:
-            self.store.write_segment(self.run_id, "epochs", row, f"{split}-e{epoch:06d}")
-        else:
-            self._writer.submit(self.store.write_segment, self.run_id, "epochs", row, f"{split}-e{epoch:06d}")
+        return "epochs", row, f"{split}-e{epoch:06d}"
 
-    def _write_steps(self, store: Store, batch: dict[str, Any], epoch: int, part: str) -> None:
-        if batch["step_losses"] is not None:
-            losses = batch["step_losses"].float().cpu().numpy()
-            step_numbers = np.asarray(batch["step_numbers"], dtype=np.int64)
-        else:
-            losses = np.zeros(0, dtype=np.float32)
-            step_numbers = np.zeros(0, dtype=np.int64)
+    def _step_segments(self, arrays: dict[str, Any], epoch: int, part: str) -> list[tuple[str, pa.Table, str]]:
+        step_numbers = arrays["step_numbers"]
+        losses = arrays["step_losses"]
         grad_norm = np.full(len(step_numbers), np.nan, dtype=np.float32)
         lr = np.full(len(step_numbers), np.nan, dtype=np.float64)
-        if batch["parameter_norms"] is not None:
-            per_parameter = torch.stack([torch.stack(norms) for norms in batch["parameter_norms"]]).float() ** 2
-            owner = self._layer_owner.to(per_parameter.device)
-            per_layer = (
-                torch.zeros(len(per_parameter), len(self._layers), device=per_parameter.device)
-                .index_add_(1, owner, per_parameter)
-                .cpu()
-                .numpy()
-            )  # [steps, layers], squared norms
-            norm_steps = np.asarray(batch["grad_norm_steps"], dtype=np.int64)
-            lrs = np.asarray([float(v) for v in batch["lrs"]], dtype=np.float64)
+        per_layer = arrays["per_layer_sq"]
+        segments = []
+        if per_layer is not None:
+            norm_steps = arrays["grad_norm_steps"]
             # on_before_optimizer_step sees the global_step of the batch that made the grads
-            position_of = {int(s): i for i, s in enumerate(step_numbers)}
-            for index, step in enumerate(norm_steps):
-                position = position_of.get(int(step))
-                if position is not None:
-                    grad_norm[position] = np.sqrt(per_layer[index].sum())
-                    lr[position] = lrs[index]
-            store.write_segment(
-                self.run_id,
+            if len(step_numbers) and len(norm_steps):
+                order = np.argsort(step_numbers, kind="stable")
+                found = np.clip(np.searchsorted(step_numbers[order], norm_steps), 0, len(order) - 1)
+                position = order[found]
+                hit = step_numbers[position] == norm_steps
+                grad_norm[position[hit]] = np.sqrt(per_layer[hit].sum(axis=1))
+                lr[position[hit]] = arrays["lrs"][hit]
+            segments.append((
                 "layer_grad_norms",
                 pa.table(
                     {
@@ -593,9 +610,8 @@ class DynamicsRecorder(L.Callback):
                     }
                 ),
                 part,
-            )
-        store.write_segment(
-            self.run_id,
+            ))
+        segments.append((
             "steps",
             pa.table(
                 {
@@ -607,7 +623,8 @@ class DynamicsRecorder(L.Callback):
                 }
             ),
             part,
-        )
+        ))
+        return segments
 
     # -- end of training -----------------------------------------------------------------
 
