@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,28 @@ SAMPLE_RUNS = PACKAGE_ROOT / "sample_runs"
 
 
 def resolve_store(path: Path) -> Path:
-    """The store to show: ``path`` if it has runs, else the shipped ``sample_runs/``."""
+    """The store to show: ``path`` if it has runs; else ``path`` seeded with a copy of the
+    shipped ``sample_runs/``.
+
+    The copy, not the shipped folder itself, is what the dashboard opens: curricula saved
+    and reruns launched from the UI write into the store they start from, and they belong
+    in the user's store beside their parent, never in the package's ``sample_runs/``.
+    Where the copy cannot be made (a read-only folder) the shipped runs are shown as they are.
+    """
     runs = path / "runs"
     if runs.is_dir() and any(runs.iterdir()):
         return path
-    if SAMPLE_RUNS.is_dir():
-        print(f"trainmap: no runs in {str(path)!r} yet; showing the shipped sample runs", file=sys.stderr)
+    if not (SAMPLE_RUNS / "runs").is_dir():
+        return path
+    try:
+        shutil.copytree(SAMPLE_RUNS, path, dirs_exist_ok=True)
+    except OSError as error:
+        print(f"trainmap: no runs in {str(path)!r} and it cannot be written ({error}); "
+              "showing the shipped sample runs read-only", file=sys.stderr)
         return SAMPLE_RUNS
+    count = sum(1 for _ in (path / "runs").iterdir())
+    print(f"trainmap: no runs in {str(path)!r} yet; copied the {count} shipped sample runs there "
+          "to start from (delete them any time)", file=sys.stderr)
     return path
 
 

@@ -415,3 +415,22 @@ def test_live_run_without_an_epoch_then_with_one(fresh_store):
 def test_unknown_run_in_the_url_falls_back_to_the_newest(sample_store):
     at = run_clean(app_test(sample_store, "views/run.py", run="no-such-run"))
     assert at.selectbox(key="run").value == max(RUNS.values())
+
+
+def test_ui_on_an_empty_store_seeds_it_with_a_copy_of_the_sample_runs(tmp_path):
+    """`trainmap ui` with no runs yet opens a copy of sample_runs/ in the user's store, so
+    curricula and reruns made from the UI never write into the package's sample_runs/."""
+    from dashboard.launch import SAMPLE_RUNS, resolve_store
+
+    before = sorted((p.relative_to(SAMPLE_RUNS), p.stat().st_mtime_ns) for p in SAMPLE_RUNS.rglob("*"))
+    target = tmp_path / "trainmap_runs"
+    assert resolve_store(target) == target
+    shipped = sorted(p.name for p in (SAMPLE_RUNS / "runs").iterdir())
+    assert sorted(Store(target).run_ids()) == shipped and len(shipped) == 4
+    assert (target / "datasets" / "mnist1d.parquet").is_file()
+    # a store that has runs is shown as it is, never re-seeded
+    Store(target).delete_run(shipped[0])
+    assert resolve_store(target) == target
+    assert sorted(Store(target).run_ids()) == shipped[1:]
+    after = sorted((p.relative_to(SAMPLE_RUNS), p.stat().st_mtime_ns) for p in SAMPLE_RUNS.rglob("*"))
+    assert after == before

@@ -327,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui = commands.add_parser(
         "ui",
         help="open the dashboard",
-        description="Open the dashboard on the store; with no store yet it shows the shipped sample_runs/.",
+        description="Open the dashboard on the store; while the store has no runs, the shipped "
+        "sample runs (sample_runs/) are copied into it first, so there is something to explore.",
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     ui.add_argument("--port", type=_positive_int, default=8501, help="port (default: 8501)")
