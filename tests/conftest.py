@@ -63,3 +63,14 @@ def store(tmp_path):
     from store import Store
 
     return Store(tmp_path / "store", create=True)
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest runs page scripts as ``__main__`` and leaves that module in
+    ``sys.modules``; multiprocessing's spawn (Lightning's ddp_spawn) re-runs ``__main__``
+    in its children, which would then execute a dashboard page. Restore it after each test."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
