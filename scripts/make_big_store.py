@@ -102,7 +102,7 @@ def make_big_run(root: Path, num_samples: int = 50_000, num_epochs: int = 200,
         "grand_last": (el2n * 3.0).reshape(-1),
         "rank": np.zeros(rows, dtype=np.int16),
     }, schema=PRESENTATIONS)
-    write_parquet_atomic(run_path / "presentations.parquet", presentations)
+    write_parquet_atomic(run_path / "presentations.parquet", presentations, compact=True)
 
     # Per-epoch and per-step tables from the same dynamics.
     train_loss = loss.mean(axis=0).astype(np.float64)

@@ -63,16 +63,25 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def write_parquet_atomic(path: Path, table: pa.Table, *, use_dictionary: bool = True) -> None:
+def write_parquet_atomic(path: Path, table: pa.Table, *, compact: bool = False, use_dictionary: bool = True) -> None:
     """Write ``table`` to a ``.tmp`` name the read globs do not match, then rename.
 
     ``use_dictionary=False`` is for the small live segments a run writes every epoch:
     pyarrow's dictionary attempt on float columns is most of the write time there
-    (measured 3.5 ms -> 1.4 ms for one 4,000-row presentations segment); compaction
-    re-encodes with dictionaries anyway.
+    (measured 3.5 ms -> 1.4 ms for one 4,000-row presentations segment).
+    ``compact=True`` is for files written once and read often (compaction): dictionaries
+    only for the non-float columns and byte-stream-split floats, which zstd compresses
+    far better (a 80,000-row presentations file: 2.3 MB -> 1.5 MB; DuckDB reads both).
     """
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd", use_dictionary=use_dictionary)
+    options: dict = {"use_dictionary": use_dictionary}
+    if compact:
+        floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+        options = {
+            "use_dictionary": [name for name in table.column_names if name not in floats],
+            "use_byte_stream_split": floats or False,
+        }
+    pq.write_table(table, tmp, compression="zstd", **options)
     os.replace(tmp, path)
 
 

@@ -277,7 +277,7 @@ def compact_run(store: Store, run_id: str) -> None:
                 sql = f"SELECT * FROM {table_name}_raw ORDER BY {order}"
             table: pa.Table = con.sql(sql).to_arrow_table()
             write_parquet_atomic(
-                run_path / f"{table_name}.parquet", table.cast(SEGMENT_TABLES[table_name])
+                run_path / f"{table_name}.parquet", table.cast(SEGMENT_TABLES[table_name]), compact=True
             )
     finally:
         con.close()
@@ -296,7 +296,7 @@ def compact_run(store: Store, run_id: str) -> None:
         tables=("presentations", "grand"),
     )
     write_parquet_atomic(
-        run_path / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False)
+        run_path / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False), compact=True
     )
 
 

@@ -159,20 +159,20 @@ def test_main_flow_in_chromium(server):
         page.set_default_timeout(30_000)
         expect = playwright_sync.expect
 
-        # 1. Runs page: the table of the four sample runs.
+        # 1. Runs page: the table of the five sample runs.
         page.goto(f"{base}/")  # the Runs page is the default: the server's root URL
         expect(page.get_by_role("heading", name="Runs")).to_be_visible()
-        expect(page.get_by_text("4 of 4 runs")).to_be_visible()
+        expect(page.get_by_text("5 of 5 runs")).to_be_visible()
         expect_app_navigation(page, expect)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "1-runs.png"), full_page=True)
 
-        # 2. Open a run: tick its row (newest first: cnn-noise20-s1) and press "Open run".
-        tick_table_row(page, expect, 0, "selected: cnn-noise20-s1")
+        # 2. Open a run: tick its row (newest first: the curriculum rerun) and press "Open run".
+        tick_table_row(page, expect, 0, "selected: cnn-noise20-s0-clean")
         page.get_by_role("button", name="Open run").click()
-        expect(page.get_by_role("heading", name="cnn-noise20-s1")).to_be_visible()
+        expect(page.get_by_role("heading", name="cnn-noise20-s0-clean")).to_be_visible()
         expect(page.get_by_text("Best val accuracy")).to_be_visible()
-        assert f"run={ids['cnn-noise20-s1']}" in page.url
+        assert f"run={ids['cnn-noise20-s0-clean']}" in page.url
         page.wait_for_timeout(2000)
         page.screenshot(path=str(ARTIFACTS / "2-run-curves.png"), full_page=True)
 
@@ -192,15 +192,16 @@ def test_main_flow_in_chromium(server):
         page.goto(page.url)
         expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
 
-        # 4. Compare: back to the runs, tick the two noisy runs, press "Compare runs".
+        # 4. Compare: back to the runs, tick the rerun and its parent, press "Compare runs".
         page.locator("[data-testid='stSidebarNav']").get_by_text("Runs", exact=True).click()
-        expect(page.get_by_text("4 of 4 runs")).to_be_visible()
-        tick_table_row(page, expect, 0, "selected: cnn-noise20-s1")
-        tick_table_row(page, expect, 1, "selected: cnn-noise20-s1, cnn-noise20-s0")
+        expect(page.get_by_text("5 of 5 runs")).to_be_visible()
+        tick_table_row(page, expect, 0, "selected: cnn-noise20-s0-clean")
+        tick_table_row(page, expect, 2, "selected: cnn-noise20-s0-clean, cnn-noise20-s0")
         page.get_by_role("button", name="Compare runs").click()
         expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
         expect(page.get_by_text("Spearman rank correlation")).to_be_visible()
-        expect(page.get_by_text("Top-400 overlap")).to_be_visible()
+        # the rerun never saw the 800 pruned samples: agreement is over the 3,200 both scored
+        expect(page.get_by_text("Top-320 overlap")).to_be_visible()
         page.wait_for_timeout(2500)
         page.screenshot(path=str(ARTIFACTS / "4-compare.png"), full_page=True)
         assert "Traceback" not in page.content()

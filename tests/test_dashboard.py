@@ -156,7 +156,9 @@ def test_score_histograms_count_every_sample(sample_store):
     first = histograms["first_learned_epoch"]
     assert first.missing == summary["never_learned"].sum() > 0  # never learned: no value, no sentinel
     assert (first.bins["bin_end"] - first.bins["bin_start"] == 1).all()
-    assert histograms["grand"].bins.empty and histograms["grand"].missing == len(summary)
+    grand = histograms["grand"]  # the sample runs record GraNd on the default schedule
+    assert grand.missing == 0 and grand.bins["samples"].sum() == len(summary)
+    assert np.isclose(grand.bins["bin_start"].iloc[0], summary["grand"].min())
 
 
 def test_forgetting_counts_report_never_learned_apart(sample_store):
@@ -259,16 +261,19 @@ def test_input_trajectory_and_compare_figures():
 def test_runs_page_lists_every_run(sample_store):
     at = run_clean(app_test(sample_store))
     table = at.dataframe[0].value
-    assert len(table) == 4
+    assert len(table) == len(RUNS) == 5
     assert set(table["name"]) == set(RUNS)
     assert set(table["status"]) == {"finished"}
     noisy = table.set_index("name").loc["cnn-noise20-s0"]
     assert noisy["label noise"] == pytest.approx(0.2)
     assert noisy["best val acc"] == pytest.approx(0.843)
-    assert metrics(at)["Runs"] == "4"
+    assert metrics(at)["Runs"] == "5"
+    # the curriculum rerun lists its parent
+    child = table.set_index("name").loc["cnn-noise20-s0-clean"]
+    assert child["parent run"] in ("cnn-noise20-s0", RUNS["cnn-noise20-s0"])
     # filtering by name narrows the table
-    at.text_input(key="runs_filter").input("noise20").run()
-    assert sorted(at.dataframe[0].value["name"]) == ["cnn-noise20-s0", "cnn-noise20-s1"]
+    at.text_input(key="runs_filter").input("noise20-s1").run()
+    assert sorted(at.dataframe[0].value["name"]) == ["cnn-noise20-s1"]
 
 
 def test_run_page_curves(sample_store):
@@ -426,7 +431,7 @@ def test_ui_on_an_empty_store_seeds_it_with_a_copy_of_the_sample_runs(tmp_path):
     target = tmp_path / "trainmap_runs"
     assert resolve_store(target) == target
     shipped = sorted(p.name for p in (SAMPLE_RUNS / "runs").iterdir())
-    assert sorted(Store(target).run_ids()) == shipped and len(shipped) == 4
+    assert sorted(Store(target).run_ids()) == shipped and len(shipped) == 5
     assert (target / "datasets" / "mnist1d.parquet").is_file()
     # a store that has runs is shown as it is, never re-seeded
     Store(target).delete_run(shipped[0])
