@@ -164,15 +164,25 @@ def _outcome(store: Store, parent_id: str, rerun_id: str, curriculum: Curriculum
 
 
 @st.fragment(run_every=2)
+def _live_progress(launch: launcher.Launch) -> None:
+    """Re-rendered every 2 s while the rerun trains; when it ends, the whole page reruns
+    once (the Launch button comes back, the outcome renders without a timer)."""
+    status = launcher.launch_status(launch)
+    if status["state"] not in ("starting", "running"):
+        st.rerun()
+    done, total = status["epochs_done"] or 0, status["max_epochs"]
+    fraction = (done / total) if total else 0.0
+    st.progress(min(fraction, 1.0), text=f"rerun {launch.name}: {status['state']} · epoch {done}/{total or '?'}")
+
+
 def _progress(store: Store) -> None:
     launch: launcher.Launch | None = st.session_state.get(LAUNCH_KEY)
     if launch is None:
         return
     status = launcher.launch_status(launch)
-    done, total = status["epochs_done"] or 0, status["max_epochs"]
+    done = status["epochs_done"] or 0
     if status["state"] in ("starting", "running"):
-        fraction = (done / total) if total else 0.0
-        st.progress(min(fraction, 1.0), text=f"rerun {launch.name}: {status['state']} · epoch {done}/{total or '?'}")
+        _live_progress(launch)
         return
     if status["state"] == "failed":
         st.error(f"rerun {launch.name} failed (exit {status['returncode']}): " + " | ".join(status.get("log_tail", [])))
@@ -181,12 +191,25 @@ def _progress(store: Store) -> None:
     info = store.run_info(status["run_id"])
     parent = info.get("parent_run_id")
     curriculum = None
-    try:
-        curriculum = load_curriculum(info["config"]["curriculum"])
-    except (CurriculumError, KeyError, TypeError):
-        pass
+    path = _curriculum_path(store, (info.get("config") or {}).get("curriculum"))
+    if path is not None:
+        try:
+            curriculum = load_curriculum(path)
+        except CurriculumError:
+            pass
     if parent and parent in store.run_ids():
         _outcome(store, parent, status["run_id"], curriculum, "cur_live")
+
+
+def _curriculum_path(store: Store, recorded: str | None) -> Path | None:
+    """The curriculum file a run recorded, or its copy in this store's curricula/ (a store
+    copied or moved elsewhere keeps its curricula, not their old absolute paths)."""
+    if not recorded:
+        return None
+    for candidate in (Path(recorded), store.root / "curricula" / Path(recorded).name):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _save() -> None:
@@ -287,9 +310,9 @@ def main() -> None:
             chosen = st.selectbox("Rerun", list(reruns["run_id"]), key="cur_compare",
                                   format_func=lambda r: f"{dict(zip(runs['run_id'], runs['name'])).get(r)} ({r})")
             info = store.run_info(chosen)
-            curriculum_file = (info.get("config") or {}).get("curriculum")
+            curriculum_file = _curriculum_path(store, (info.get("config") or {}).get("curriculum"))
             loaded = None
-            if curriculum_file and Path(curriculum_file).is_file():
+            if curriculum_file is not None:
                 try:
                     loaded = load_curriculum(curriculum_file)
                 except CurriculumError:
