@@ -187,7 +187,7 @@ def _progress(store: Store) -> None:
     if status["state"] == "failed":
         st.error(f"rerun {launch.name} failed (exit {status['returncode']}): " + " | ".join(status.get("log_tail", [])))
         return
-    st.success(f"rerun {launch.name} finished: run {status['run_id']}, {done} epochs")
+    st.success(f"rerun {launch.name} finished: run {status['run_id']}, {done} epoch{'' if done == 1 else 's'}")
     info = store.run_info(status["run_id"])
     parent = info.get("parent_run_id")
     curriculum = None
