@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,11 +53,23 @@ def streamlit_command(store: Path, host: str, port: int) -> list[str]:
 
 def launch(path: Path, host: str = "127.0.0.1", port: int = 8501) -> int:
     store = resolve_store(Path(path))
-    env = dict(os.environ, TRAINMAP_STORE=str(store.resolve()), TRAINMAP_LAUNCH_STORE=str(Path(path).resolve()))
+    env = dict(os.environ, TRAINMAP_STORE=str(store.resolve()))
     print(f"trainmap: dashboard on http://{host}:{port} (store {store})", file=sys.stderr)
+    # cwd: `python -m` puts the working directory first on sys.path, where a user's own
+    # folder named `store/` or `training/` could shadow trainmap's packages.
+    server = subprocess.Popen(streamlit_command(store, host, port), env=env, cwd=str(PACKAGE_ROOT))
+
+    def stop(signum: int, frame: object) -> None:  # SIGTERM / SIGHUP: take the server down too
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     try:
-        # cwd: `python -m` puts the working directory first on sys.path, where a user's own
-        # folder named `store/` or `training/` could shadow trainmap's packages.
-        return subprocess.call(streamlit_command(store, host, port), env=env, cwd=str(PACKAGE_ROOT))
+        return server.wait()
     except KeyboardInterrupt:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
         return 0
