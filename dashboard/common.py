@@ -323,7 +323,13 @@ def first_custom_id(points: list[dict[str, Any]]) -> int | None:
         data = point.get("customdata")
         if data is None:
             continue
-        value = data[0] if isinstance(data, (list, tuple)) else data
+        if isinstance(data, dict):
+            # A row of a 2-D customdata array arrives from the browser as {"0": id, "1": ...}.
+            value = data.get("0", data.get(0))
+        elif isinstance(data, (list, tuple)):
+            value = data[0] if data else None
+        else:
+            value = data
         try:
             return int(value)
         except (TypeError, ValueError):

@@ -119,6 +119,30 @@ def expect_app_navigation(page, expect) -> None:
     assert main.bounding_box()["width"] > 1000  # wide, not the 736 px centered column
 
 
+def click_data_map_point(page, index: int = 0) -> int:
+    """Click point ``index`` of the data map's first trace where Plotly drew it (its own
+    axes give the pixel position); return that point's sample_id."""
+    position = page.evaluate(
+        """(index) => {
+            const gd = [...document.querySelectorAll('.js-plotly-plot')].find(
+                g => g._fullLayout && g._fullLayout.xaxis && g._fullLayout.xaxis.title &&
+                     String(g._fullLayout.xaxis.title.text || '').includes('variability'));
+            gd.scrollIntoView({block: "center"});
+            const trace = gd._fullData[0];
+            const layout = gd._fullLayout;
+            const box = gd.getBoundingClientRect();
+            return {x: box.left + layout._size.l + layout.xaxis.l2p(trace.x[index]),
+                    y: box.top + layout._size.t + layout.yaxis.l2p(trace.y[index]),
+                    id: trace.customdata[index][0]};
+        }""",
+        index,
+    )
+    page.mouse.move(position["x"], position["y"])
+    page.wait_for_timeout(300)
+    page.mouse.click(position["x"], position["y"])
+    return int(position["id"])
+
+
 def test_direct_link_on_a_fresh_server(server):
     """A shared link is the first request the server sees: it opens the right page,
     view and sample inside app.py's navigation, with no rerun or redirect."""
@@ -176,9 +200,19 @@ def test_main_flow_in_chromium(server):
         page.wait_for_timeout(2000)
         page.screenshot(path=str(ARTIFACTS / "2-run-curves.png"), full_page=True)
 
-        # 3. Data map, then select a sample by typing its id (the URL keeps it).
+        # 3. Data map: click a point to open that sample, then type another id (the URL keeps it).
         page.get_by_role("tab", name="Data map").click()
         expect(page.get_by_text("easy-to-learn").first).to_be_visible()
+        page.wait_for_timeout(1500)  # the WebGL scatter draws after the tab shows
+        for index in (0, 7, 42):  # a point may lie under another trace's marker: try another
+            clicked = click_data_map_point(page, index)
+            try:
+                expect(page.get_by_role("heading", name=f"Sample {clicked}")).to_be_visible(timeout=5_000)
+                break
+            except AssertionError:
+                continue
+        expect(page.get_by_role("heading", name=f"Sample {clicked}")).to_be_visible()
+        assert f"sample={clicked}" in page.url
         sample_input = page.get_by_label("Sample id")
         sample_input.fill("8")
         sample_input.press("Enter")

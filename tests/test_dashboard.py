@@ -439,3 +439,14 @@ def test_ui_on_an_empty_store_seeds_it_with_a_copy_of_the_sample_runs(tmp_path):
     assert sorted(Store(target).run_ids()) == shipped[1:]
     after = sorted((p.relative_to(SAMPLE_RUNS), p.stat().st_mtime_ns) for p in SAMPLE_RUNS.rglob("*"))
     assert after == before
+
+
+def test_a_clicked_point_gives_its_sample_id_whatever_shape_customdata_arrives_in():
+    from dashboard.common import first_custom_id
+
+    # a row of 2-D customdata arrives from the browser as an object keyed by position
+    assert first_custom_id([{"customdata": {"0": 17, "1": 2, "2": 5}}]) == 17
+    assert first_custom_id([{"customdata": [23, 1, 1]}]) == 23
+    assert first_custom_id([{"customdata": 4}]) == 4
+    assert first_custom_id([{"x": 0.1}, {"customdata": {"0": 9}}]) == 9
+    assert first_custom_id([]) is None and first_custom_id([{"customdata": []}]) is None
