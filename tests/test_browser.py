@@ -33,6 +33,8 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(),
                        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"),
 ]
+playwright_sync = pytest.importorskip("playwright.sync_api")
+expect = playwright_sync.expect
 
 
 def free_port() -> int:
@@ -78,6 +80,18 @@ def server(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture
+def page():
+    """A page of Debian's headless Chromium driven by Playwright (never `playwright install`)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_sync.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
 
 
 def run_ids(store_root: Path) -> dict[str, str]:
@@ -143,136 +157,112 @@ def click_data_map_point(page, index: int = 0) -> int:
     return int(position["id"])
 
 
-def test_direct_link_on_a_fresh_server(server):
+def test_direct_link_on_a_fresh_server(server, page):
     """A shared link is the first request the server sees: it opens the right page,
     view and sample inside app.py's navigation, with no rerun or redirect."""
-    playwright_sync = pytest.importorskip("playwright.sync_api")
     base, store_root = server
     run_id = run_ids(store_root)["cnn-noise20-s0"]
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(30_000)
-        expect = playwright_sync.expect
 
-        page.goto(f"{base}/run?run={run_id}&view=Data+map&sample=8")
-        expect(page.get_by_role("heading", name="cnn-noise20-s0")).to_be_visible()
-        expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
-        expect(page.get_by_text("easy-to-learn").first).to_be_visible()
-        expect_app_navigation(page, expect)
-        page.wait_for_timeout(2500)
-        assert page.url.startswith(f"{base}/run?") and f"run={run_id}" in page.url
-        assert "sample=8" in page.url and "view=Data" in page.url
-        page.screenshot(path=str(ARTIFACTS / "0-direct-link.png"), full_page=True)
-        page.get_by_role("heading", name="Sample 8").scroll_into_view_if_needed()
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(ARTIFACTS / "0-direct-link-sample.png"))
-        assert "Traceback" not in page.content()
-        browser.close()
+    page.goto(f"{base}/run?run={run_id}&view=Data+map&sample=8")
+    expect(page.get_by_role("heading", name="cnn-noise20-s0")).to_be_visible()
+    expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
+    expect(page.get_by_text("easy-to-learn").first).to_be_visible()
+    expect_app_navigation(page, expect)
+    page.wait_for_timeout(2500)
+    assert page.url.startswith(f"{base}/run?") and f"run={run_id}" in page.url
+    assert "sample=8" in page.url and "view=Data" in page.url
+    page.screenshot(path=str(ARTIFACTS / "0-direct-link.png"), full_page=True)
+    page.get_by_role("heading", name="Sample 8").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "0-direct-link-sample.png"))
+    assert "Traceback" not in page.content()
 
 
-def test_main_flow_in_chromium(server):
-    playwright_sync = pytest.importorskip("playwright.sync_api")
+def test_main_flow_in_chromium(server, page):
     base, store_root = server
     ids = run_ids(store_root)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(30_000)
-        expect = playwright_sync.expect
 
-        # 1. Runs page: the table of the five sample runs.
-        page.goto(f"{base}/")  # the Runs page is the default: the server's root URL
-        expect(page.get_by_role("heading", name="Runs")).to_be_visible()
-        expect(page.get_by_text("5 of 5 runs")).to_be_visible()
-        expect_app_navigation(page, expect)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(ARTIFACTS / "1-runs.png"), full_page=True)
+    # 1. Runs page: the table of the five sample runs.
+    page.goto(f"{base}/")  # the Runs page is the default: the server's root URL
+    expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+    expect(page.get_by_text("5 of 5 runs")).to_be_visible()
+    expect_app_navigation(page, expect)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "1-runs.png"), full_page=True)
 
-        # 2. Open a run: tick its row (newest first: the curriculum rerun) and press "Open run".
-        tick_table_row(page, expect, 0, "selected: cnn-noise20-s0-clean")
-        page.get_by_role("button", name="Open run").click()
-        expect(page.get_by_role("heading", name="cnn-noise20-s0-clean")).to_be_visible()
-        expect(page.get_by_text("Best val accuracy")).to_be_visible()
-        assert f"run={ids['cnn-noise20-s0-clean']}" in page.url
-        page.wait_for_timeout(2000)
-        page.screenshot(path=str(ARTIFACTS / "2-run-curves.png"), full_page=True)
+    # 2. Open a run: tick its row (newest first: the curriculum rerun) and press "Open run".
+    tick_table_row(page, expect, 0, "selected: cnn-noise20-s0-clean")
+    page.get_by_role("button", name="Open run").click()
+    expect(page.get_by_role("heading", name="cnn-noise20-s0-clean")).to_be_visible()
+    expect(page.get_by_text("Best val accuracy")).to_be_visible()
+    assert f"run={ids['cnn-noise20-s0-clean']}" in page.url
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(ARTIFACTS / "2-run-curves.png"), full_page=True)
 
-        # 3. Data map: click a point to open that sample, then type another id (the URL keeps it).
-        page.get_by_role("tab", name="Data map").click()
-        expect(page.get_by_text("easy-to-learn").first).to_be_visible()
-        page.wait_for_timeout(1500)  # the WebGL scatter draws after the tab shows
-        for index in (0, 7, 42):  # a point may lie under another trace's marker: try another
-            clicked = click_data_map_point(page, index)
-            try:
-                expect(page.get_by_role("heading", name=f"Sample {clicked}")).to_be_visible(timeout=5_000)
-                break
-            except AssertionError:
-                continue
-        expect(page.get_by_role("heading", name=f"Sample {clicked}")).to_be_visible()
-        assert f"sample={clicked}" in page.url
-        sample_input = page.get_by_label("Sample id")
-        sample_input.fill("8")
-        sample_input.press("Enter")
-        expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
-        expect(page.get_by_text("original label").first).to_be_visible()
-        page.wait_for_timeout(2500)
-        assert "sample=8" in page.url and "view=Data" in page.url
-        page.screenshot(path=str(ARTIFACTS / "3-run-data-map-sample.png"), full_page=True)
+    # 3. Data map: click a point to open that sample, then type another id (the URL keeps it).
+    page.get_by_role("tab", name="Data map").click()
+    expect(page.get_by_text("easy-to-learn").first).to_be_visible()
+    page.wait_for_timeout(1500)  # the WebGL scatter draws after the tab shows
+    for index in (0, 7, 42):  # a point may lie under another trace's marker: try another
+        clicked = click_data_map_point(page, index)
+        try:
+            expect(page.get_by_role("heading", name=f"Sample {clicked}")).to_be_visible(timeout=5_000)
+            break
+        except AssertionError:
+            continue
+    expect(page.get_by_role("heading", name=f"Sample {clicked}")).to_be_visible()
+    assert f"sample={clicked}" in page.url
+    sample_input = page.get_by_label("Sample id")
+    sample_input.fill("8")
+    sample_input.press("Enter")
+    expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
+    expect(page.get_by_text("original label").first).to_be_visible()
+    page.wait_for_timeout(2500)
+    assert "sample=8" in page.url and "view=Data" in page.url
+    page.screenshot(path=str(ARTIFACTS / "3-run-data-map-sample.png"), full_page=True)
 
-        # The shared link reopens the same view and sample.
-        page.goto(page.url)
-        expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
+    # The shared link reopens the same view and sample.
+    page.goto(page.url)
+    expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
 
-        # 4. Compare: back to the runs, tick the rerun and its parent, press "Compare runs".
-        page.locator("[data-testid='stSidebarNav']").get_by_text("Runs", exact=True).click()
-        expect(page.get_by_text("5 of 5 runs")).to_be_visible()
-        tick_table_row(page, expect, 0, "selected: cnn-noise20-s0-clean")
-        tick_table_row(page, expect, 2, "selected: cnn-noise20-s0-clean, cnn-noise20-s0")
-        page.get_by_role("button", name="Compare runs").click()
-        expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
-        expect(page.get_by_text("Spearman rank correlation")).to_be_visible()
-        # the rerun never saw the 800 pruned samples: agreement is over the 3,200 both scored
-        expect(page.get_by_text("Top-320 overlap")).to_be_visible()
-        page.wait_for_timeout(2500)
-        page.screenshot(path=str(ARTIFACTS / "4-compare.png"), full_page=True)
-        assert "Traceback" not in page.content()
-        browser.close()
+    # 4. Compare: back to the runs, tick the rerun and its parent, press "Compare runs".
+    page.locator("[data-testid='stSidebarNav']").get_by_text("Runs", exact=True).click()
+    expect(page.get_by_text("5 of 5 runs")).to_be_visible()
+    tick_table_row(page, expect, 0, "selected: cnn-noise20-s0-clean")
+    tick_table_row(page, expect, 2, "selected: cnn-noise20-s0-clean, cnn-noise20-s0")
+    page.get_by_role("button", name="Compare runs").click()
+    expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+    expect(page.get_by_text("Spearman rank correlation")).to_be_visible()
+    # the rerun never saw the 800 pruned samples: agreement is over the 3,200 both scored
+    expect(page.get_by_text("Top-320 overlap")).to_be_visible()
+    page.wait_for_timeout(2500)
+    page.screenshot(path=str(ARTIFACTS / "4-compare.png"), full_page=True)
+    assert "Traceback" not in page.content()
 
 
-def test_launch_a_rerun_from_the_curriculum_page(server):
+def test_launch_a_rerun_from_the_curriculum_page(server, page):
     """Build a noise-down-weighting curriculum in the browser, press "Launch rerun", watch
     the child train to the end and the outcome appear; the store then holds the child with
     its lineage."""
-    playwright_sync = pytest.importorskip("playwright.sync_api")
     base, store_root = server
     before = set(run_ids(store_root).values())
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(30_000)
-        expect = playwright_sync.expect
-        page.goto(f"{base}/curriculum")
-        expect(page.get_by_role("heading", name="Curriculum")).to_be_visible()
-        expect_app_navigation(page, expect)
-        page.locator("[data-testid='stSelectbox']").filter(has_text="Strategy").click()
-        page.get_by_role("option", name="downweight-noise (reweight)").click()
-        expect(page.get_by_text("pruned (800)").first).to_be_visible()
-        epochs = page.get_by_label("Epochs")
-        epochs.fill("1")  # a one-epoch rerun keeps the test short
-        epochs.press("Enter")
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(ARTIFACTS / "5-curriculum.png"), full_page=True)
-        page.get_by_role("button", name="Launch rerun").click()
-        expect(page.get_by_text("Outcome: rerun vs parent").first).to_be_visible(timeout=180_000)
-        expect(page.get_by_role("button", name="Launch rerun")).to_be_enabled()
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(ARTIFACTS / "6-rerun-outcome.png"), full_page=True)
-        assert "Traceback" not in page.content()
-        browser.close()
+    page.goto(f"{base}/curriculum")
+    expect(page.get_by_role("heading", name="Curriculum")).to_be_visible()
+    expect_app_navigation(page, expect)
+    page.locator("[data-testid='stSelectbox']").filter(has_text="Strategy").click()
+    page.get_by_role("option", name="downweight-noise (reweight)").click()
+    expect(page.get_by_text("pruned (800)").first).to_be_visible()
+    epochs = page.get_by_label("Epochs")
+    epochs.fill("1")  # a one-epoch rerun keeps the test short
+    epochs.press("Enter")
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "5-curriculum.png"), full_page=True)
+    page.get_by_role("button", name="Launch rerun").click()
+    expect(page.get_by_text("Outcome: rerun vs parent").first).to_be_visible(timeout=180_000)
+    expect(page.get_by_role("button", name="Launch rerun")).to_be_enabled()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "6-rerun-outcome.png"), full_page=True)
+    assert "Traceback" not in page.content()
     new = [json.loads((store_root / "runs" / run / "run.json").read_text())
            for run in set(run_ids(store_root).values()) - before]
     assert len(new) == 1
