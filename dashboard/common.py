@@ -355,6 +355,19 @@ def empty_store_message(store: Store) -> None:
     )
 
 
+def listing_page(title: str) -> tuple[Store, str, pd.DataFrame]:
+    """Open the store, show the page header, and list the runs; an empty store shows
+    how to make a run and ends the page there. Returns (store, root, runs)."""
+    store = open_store()
+    root = str(store.root)
+    page_header(title, store)
+    runs = runs_frame(root, listing_version(root))
+    if runs.empty:
+        empty_store_message(store)
+        st.stop()
+    return store, root, runs
+
+
 def call_guarded(function: Callable[[], None], what: str) -> None:
     with friendly_errors(what):
         function()

@@ -14,13 +14,7 @@ import streamlit as st
 from dashboard import charts, common
 from store import SCORES
 
-store = common.open_store()
-root = str(store.root)
-common.page_header("Compare runs", store)
-runs = common.runs_frame(root, common.listing_version(root))
-if runs.empty:
-    common.empty_store_message(store)
-    st.stop()
+store, root, runs = common.listing_page("Compare runs")
 
 run_ids = list(runs.sort_values("created_at", ascending=False, kind="stable")["run_id"])
 names = dict(zip(runs["run_id"], runs["name"]))

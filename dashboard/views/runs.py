@@ -6,14 +6,7 @@ import streamlit as st
 
 from dashboard import common
 
-store = common.open_store()
-root = str(store.root)
-common.page_header("Runs", store)
-
-runs = common.runs_frame(root, common.listing_version(root))
-if runs.empty:
-    common.empty_store_message(store)
-    st.stop()
+store, root, runs = common.listing_page("Runs")
 
 
 @st.fragment(run_every=common.LIVE_REFRESH_SECONDS if (runs["status"] == "running").any() else None)
