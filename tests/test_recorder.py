@@ -198,3 +198,46 @@ def test_ddp_two_cpu_processes_record_each_sample_once(tmp_path):
     assert metrics["epoch"].tolist() == [0, 1]
     table = runs_table(store)
     assert table.loc[0, "epochs_done"] == 2
+
+
+class GradNormReference(L.Callback):
+    """Per step, float64 gradient norms of each layer and the learning rate, taken from the
+    same gradients the recorder sees (registered after it)."""
+
+    def __init__(self):
+        self.layers: dict[int, dict[str, float]] = {}
+        self.lrs: dict[int, float] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        per_layer: dict[str, float] = {}
+        for name, parameter in pl_module.named_parameters():
+            layer = name.rsplit(".", 1)[0]
+            per_layer[layer] = per_layer.get(layer, 0.0) + float(parameter.grad.double().square().sum())
+        self.layers[trainer.global_step] = {k: v**0.5 for k, v in per_layer.items()}
+        self.lrs[trainer.global_step] = optimizer.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("numpy_norms", [True, False], ids=["cpu-dot", "torch-foreach"])
+def test_step_gradient_norms_and_learning_rate_are_exact(tmp_path, numpy_norms):
+    class Recorder(DynamicsRecorder):
+        def setup(self, trainer, pl_module, stage):
+            super().setup(trainer, pl_module, stage)
+            assert self._numpy_norms  # CPU float32 parameters take the NumPy path
+            self._numpy_norms = numpy_norms
+
+    recorder, reference = Recorder(tmp_path / "store", task="tiny"), GradNormReference()
+    train_loader, _ = loaders(tiny_data())
+    fit = trainer(recorder, 3)
+    fit.callbacks.append(reference)
+    fit.fit(tiny_module(), train_loader)
+    store = Store(tmp_path / "store")
+    per_layer = layer_grad_norms(store, recorder.run_id)
+    assert len(per_layer) == 2 * 3 * 7  # two Linear layers, 7 steps per epoch (51 / 8)
+    expected = per_layer.apply(lambda r: reference.layers[r["step"]][r["layer"]], axis=1)
+    np.testing.assert_allclose(per_layer["grad_norm"], expected, rtol=1e-5)
+    rows = steps(store, recorder.run_id).set_index("step")
+    assert list(rows.index) == list(range(21))
+    global_norm = [sum(v**2 for v in reference.layers[s].values()) ** 0.5 for s in rows.index]
+    np.testing.assert_allclose(rows["grad_norm"], global_norm, rtol=1e-5)
+    np.testing.assert_allclose(rows["lr"], [reference.lrs[s] for s in rows.index])
+    assert (rows["lr"].diff().dropna() != 0).any()  # the one-cycle schedule moves it

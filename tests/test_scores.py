@@ -64,3 +64,26 @@ def test_correct_agrees_with_positive_margin(logits, targets):
     # a strictly positive margin means the given label is the unique argmax
     assert (values["correct"][positive]).all()
     assert (~values["correct"][values["margin"] < 0]).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arrays(np.float32, (12, 7), elements=st.floats(-40, 40, width=32)),
+    arrays(np.int64, (12,), elements=st.integers(0, 6)),
+)
+def test_vectorised_scores_match_the_single_score_functions(logits, targets):
+    # presentation_scores computes all scores from one class-major layout; each must equal
+    # the plain definition above it (float32 rounding), ties and extreme logits included.
+    logits, targets = torch.from_numpy(logits), torch.from_numpy(targets)
+    values = scores.presentation_scores(logits, targets)
+    probs = torch.softmax(logits, 1)
+    expected = {
+        "loss": scores.cross_entropy(logits, targets),
+        "p_true": scores.p_true(probs, targets),
+        "el2n": scores.el2n(probs, targets),
+        "margin": scores.margin(logits, targets),
+    }
+    for name, reference in expected.items():
+        assert torch.allclose(values[name], reference, rtol=1e-5, atol=1e-5), name
+    assert torch.equal(values["correct"], scores.correct(logits, targets))
+    assert torch.equal(values["pred"], logits.argmax(1).to(torch.int32))

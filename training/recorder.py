@@ -196,6 +196,7 @@ class DynamicsRecorder(L.Callback):
         self._layers: list[str] = []
         self._batch_step = 0
         self._parameters: list[torch.nn.Parameter] = []
+        self._numpy_norms = False
         self._is_global_zero = True
         self._writer = _SegmentWriter()
         self._store: Store | None = None
@@ -254,6 +255,9 @@ class DynamicsRecorder(L.Callback):
         self._layers = layers
         self._layer_owner = torch.tensor(owner, dtype=torch.long)
         self._parameters = [p for p in pl_module.parameters() if p.requires_grad]
+        self._numpy_norms = all(
+            p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in self._parameters
+        )
         self._is_global_zero = trainer.is_global_zero
         if self.grand is not None:
             self.grand.setup(trainer, pl_module, stage)
@@ -354,14 +358,27 @@ class DynamicsRecorder(L.Callback):
     ) -> None:
         if not self.record_grad_norms or not self._is_global_zero:
             return
-        grads = [p.grad for p in self._parameters if p.grad is not None]
-        if len(grads) != len(self._parameters):
-            grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self._parameters]
+        grads = [p.grad for p in self._parameters]
+        if self._numpy_norms:
+            try:
+                # CPU gradients: a BLAS dot product per parameter. Measured on the MNIST-1D MLP
+                # (benchmarks/results/recorder.md): torch's fused norm kernel costs about the
+                # same in isolation, but woke torch's intra-op thread pool between the backward
+                # and the optimizer step, adding ~4 % to the epoch; the dot products ~0.5 %.
+                squares = [0.0 if g is None else float(np.dot(a := g.numpy().reshape(-1), a)) for g in grads]
+            except (TypeError, RuntimeError, ValueError):  # sparse, quantised, ...: use torch
+                self._numpy_norms = False
+            else:
+                self._layer_norms.append(squares)
+                self._grad_norm_steps.append(self._batch_step)
+                self._lrs.append(optimizer.param_groups[0]["lr"])
+                return
+        if any(g is None for g in grads):
+            grads = [torch.zeros((), device=p.device) if g is None else g for p, g in zip(self._parameters, grads)]
         if not grads:
             return
-        # Per step only the per-parameter norms (one fused kernel, ~16 us for the MNIST-1D
-        # MLP); stacking, per-layer sums and the global norm happen on the writer thread.
-        self._layer_norms.append(torch._foreach_norm(grads))
+        # Elsewhere (GPU) one fused kernel and no host sync; squared at epoch end.
+        self._layer_norms.append(torch.stack(torch._foreach_norm(grads)))
         self._grad_norm_steps.append(self._batch_step)
         self._lrs.append(optimizer.param_groups[0]["lr"])
 
@@ -501,17 +518,27 @@ class DynamicsRecorder(L.Callback):
             )
             out["per_layer_sq"] = None
             if self._layer_norms:
-                per_parameter = torch.stack([torch.stack(norms) for norms in self._layer_norms]).float() ** 2
-                owner = self._layer_owner.to(per_parameter.device)
-                out["per_layer_sq"] = (
-                    torch.zeros(len(per_parameter), len(self._layers), device=per_parameter.device)
-                    .index_add_(1, owner, per_parameter)
-                    .cpu()
-                    .numpy()
-                )  # [steps, layers], squared norms
+                out["per_layer_sq"] = self._per_layer_squares()  # [steps, layers]
                 out["grad_norm_steps"] = np.asarray(self._grad_norm_steps, dtype=np.int64)
                 out["lrs"] = np.asarray([float(v) for v in self._lrs], dtype=np.float64)
         return out
+
+    def _per_layer_squares(self) -> np.ndarray:
+        """Squared gradient norm per step and layer, ``[steps, layers]``, from the per-step
+        rows: lists of squared norms (NumPy path) or tensors of norms (torch path)."""
+        rows = self._layer_norms
+        on_torch = [i for i, row in enumerate(rows) if isinstance(row, Tensor)]
+        if not on_torch:
+            per_parameter = np.asarray(rows, dtype=np.float64)
+        else:
+            per_parameter = np.empty((len(rows), len(self._parameters)), dtype=np.float64)
+            per_parameter[on_torch] = torch.stack([rows[i] for i in on_torch]).double().cpu().numpy() ** 2
+            for i, row in enumerate(rows):
+                if not isinstance(row, Tensor):
+                    per_parameter[i] = row
+        per_layer = np.zeros((len(rows), len(self._layers)), dtype=np.float64)
+        np.add.at(per_layer.T, self._layer_owner.numpy(), per_parameter.T)
+        return per_layer
 
     def _epoch_segments(
         self,

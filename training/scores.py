@@ -47,14 +47,31 @@ def correct(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def presentation_scores(logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
-    """All per-presentation scores at once (vectorised over an epoch of logits)."""
-    logits = logits.float()
-    probs = torch.softmax(logits, dim=1)
+    """All per-presentation scores at once (vectorised over an epoch of logits).
+
+    The same values as ``cross_entropy``, ``p_true``, ``el2n``, ``correct`` and ``margin``
+    above (tested to float32 rounding), from one class-major copy ``[classes, N]``: with
+    few classes, torch's row-wise softmax and reductions over a 10-wide last dimension
+    barely vectorise, while reductions over the first dimension run across N contiguous
+    lanes (4,000 x 10 logits: 1.0 ms -> 0.3 ms on this CPU, run once per epoch on the
+    training thread).
+    """
+    x = logits.float().t().contiguous()  # [C, N]
+    row = targets.long().reshape(1, -1)
+    given = torch.arange(x.shape[0], device=x.device)[:, None] == row  # one-hot, [C, N]
+    assigned = x.gather(0, row)[0]
+    top = x.amax(0)
+    exp = (x - top).exp()
+    total = exp.sum(0)  # softmax denominator / exp(top), in [1, C]
+    # EL2N from the other classes' (unnormalised) probabilities, as ``el2n`` explains.
+    others = exp.masked_fill(given, 0.0)
+    el2n = (others.square().sum(0) + others.sum(0).square()).sqrt() / total
+    pred = logits.argmax(1)  # row-wise, so ties resolve to the first class as in ``correct``
     return {
-        "loss": cross_entropy(logits, targets),
-        "p_true": p_true(probs, targets),
-        "el2n": el2n(probs, targets),
-        "correct": correct(logits, targets),
-        "pred": logits.argmax(1).to(torch.int32),
-        "margin": margin(logits, targets),
+        "loss": total.log() - (assigned - top),
+        "p_true": exp.gather(0, row)[0] / total,
+        "el2n": el2n,
+        "correct": pred == targets,
+        "pred": pred.to(torch.int32),
+        "margin": assigned - x.masked_fill(given, float("-inf")).amax(0),
     }
