@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store import migrations
@@ -206,6 +207,31 @@ class Store:
         if summary.exists():
             summary.unlink()
         self.update_run(run_id, compacted=False)
+
+    def truncate_run(self, run_id: str, *, epoch: int, step: int) -> int:
+        """Drop a run's rows from ``epoch`` (tables with an epoch column) or ``step``
+        (``layer_grad_norms``) on; returns how many rows were dropped.
+
+        For a run resumed from a checkpoint: rows the first process recorded after saving
+        it would otherwise be counted twice. Segments that hold only later rows are
+        removed; a segment that straddles the point is rewritten (the same atomic rename).
+        """
+        dropped = 0
+        for table_name, schema in SEGMENT_TABLES.items():
+            column, limit = ("epoch", epoch) if "epoch" in schema.names else ("step", step)
+            for path in self.table_files(run_id, table_name):
+                table = pq.read_table(path)
+                keep = pc.less(table[column], limit)
+                kept = int(pc.sum(keep).as_py() or 0)
+                if kept == table.num_rows:
+                    continue
+                dropped += table.num_rows - kept
+                if kept == 0:
+                    path.unlink()
+                else:
+                    compacted = path.parent == self.run_dir(run_id)
+                    write_parquet_atomic(path, table.filter(keep), compact=compacted, use_dictionary=False)
+        return dropped
 
     def delete_run(self, run_id: str) -> None:
         shutil.rmtree(self.run_dir(run_id))

@@ -241,3 +241,88 @@ def test_step_gradient_norms_and_learning_rate_are_exact(tmp_path, numpy_norms):
     np.testing.assert_allclose(rows["grad_norm"], global_norm, rtol=1e-5)
     np.testing.assert_allclose(rows["lr"], [reference.lrs[s] for s in rows.index])
     assert (rows["lr"].diff().dropna() != 0).any()  # the one-cycle schedule moves it
+
+
+class TablesAtEpochEnd(L.Callback):
+    """After the recorder's epoch end (registered after it): wait for its writer, then
+    count what a reader of the store sees, per table, for the epochs so far."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+        self.seen: list[dict[str, int]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.recorder._writer.drain()
+        store, run_id = Store(self.recorder.store_path), self.recorder.run_id
+        self.seen.append({
+            "presentations": len(dynamics(store, run_id)),
+            "steps": len(steps(store, run_id)),
+            "layer_grad_norms": len(layer_grad_norms(store, run_id)),
+            "epochs": len(epoch_metrics(store, run_id)),
+            "epochs_done": store.run_info(run_id).get("epochs_done", 0),
+        })
+
+
+@pytest.mark.parametrize("flush_secs", [0, 3600])
+def test_when_each_table_becomes_readable(tmp_path, flush_secs):
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny", flush_secs=flush_secs)
+    probe = TablesAtEpochEnd(recorder)
+    fit = trainer(recorder, 3)
+    fit.callbacks.append(probe)
+    train_loader, _ = loaders(tiny_data())
+    fit.fit(tiny_module(), train_loader)
+    # presentations: at the end of every epoch, whatever flush_secs says
+    assert [seen["presentations"] for seen in probe.seen] == [NUM_SAMPLES, 2 * NUM_SAMPLES, 3 * NUM_SAMPLES]
+    small = [(s["steps"], s["layer_grad_norms"], s["epochs"], s["epochs_done"]) for s in probe.seen]
+    if flush_secs == 0:  # every epoch: 7 steps, 2 layers, one train row per epoch
+        assert small == [(7, 14, 1, 1), (14, 28, 2, 2), (21, 42, 3, 3)]
+    else:  # buffered until the end of training
+        assert small == [(0, 0, 0, 0)] * 3
+    store = Store(tmp_path / "store")
+    assert len(steps(store, recorder.run_id)) == 21
+    assert len(layer_grad_norms(store, recorder.run_id)) == 42
+    assert store.run_info(recorder.run_id)["epochs_done"] == 3
+
+
+def test_a_checkpoint_writes_what_it_says_was_recorded(tmp_path):
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny", flush_secs=3600)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    probe = TablesAtEpochEnd(recorder)
+    fit = trainer(recorder, 2, enable_checkpointing=True)
+    fit.callbacks += [checkpoint, probe]  # Lightning runs checkpoint callbacks last
+    train_loader, _ = loaders(tiny_data())
+    fit.fit(tiny_module(), train_loader)
+    # nothing small at epoch 0's end; its checkpoint, saved next, wrote epoch 0's rows;
+    # epoch 1's rows wait for its own checkpoint
+    assert [(s["steps"], s["epochs_done"]) for s in probe.seen] == [(0, 0), (7, 1)]
+
+
+def test_resuming_from_an_earlier_checkpoint_drops_the_rows_recorded_after_it(tmp_path):
+    dataset = tiny_data()
+    train_loader, val_loader = loaders(dataset)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny")
+    first = L.Trainer(
+        max_epochs=3, accelerator="cpu", devices=1, callbacks=[recorder, checkpoint], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    first.fit(tiny_module(ConstantLR), train_loader, val_loader)
+    after_epoch_0 = next((tmp_path / "ckpt").glob("epoch=0-*.ckpt"))
+    resumed = DynamicsRecorder(tmp_path / "store", task="tiny")
+    trainer(resumed, 2).fit(tiny_module(ConstantLR), train_loader, val_loader, ckpt_path=str(after_epoch_0))
+    assert resumed.run_id == recorder.run_id
+    store = Store(tmp_path / "store")
+    rows = dynamics(store, recorder.run_id)
+    # epochs 1 and 2 of the first fit are gone; epoch 1 is the resumed fit's
+    assert rows.groupby("epoch").size().to_dict() == {0: NUM_SAMPLES, 1: NUM_SAMPLES}
+    step_rows = steps(store, recorder.run_id)
+    assert list(step_rows["step"]) == list(range(14))
+    per_layer = layer_grad_norms(store, recorder.run_id)
+    assert len(per_layer) == 28 and not per_layer.duplicated(["step", "layer"]).any()
+    metrics = epoch_metrics(store, recorder.run_id)
+    assert sorted(metrics["epoch"]) == [0, 1]
+
+
+def test_flush_secs_must_not_be_negative(tmp_path):
+    with pytest.raises(ValueError, match="flush_secs must be >= 0"):
+        DynamicsRecorder(tmp_path / "store", flush_secs=-1)

@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -154,6 +155,13 @@ class DynamicsRecorder(L.Callback):
         grand: optional ``training.grand.GrandRecording``: exact per-sample gradient norms
             on its schedule (table ``grand``) and the last-layer approximation
             ``grand_last`` every step (a presentations column).
+        flush_secs: the per-step, per-epoch and validation rows and the run's progress in
+            run.json are written at the end of an epoch once this many seconds have passed
+            since they were last written (``0``: every epoch), and always at a checkpoint,
+            at the end of training and on an error. Per-presentation rows are written at
+            the end of every epoch. With the default, epochs shorter than a second do not
+            pay for four small files each (measured ~2 % of an MNIST-1D MLP epoch), and
+            what a reader sees lags the training by at most about a second.
     """
 
     def __init__(
@@ -171,8 +179,12 @@ class DynamicsRecorder(L.Callback):
         record_grad_norms: bool = True,
         dataset_key: str | None = None,
         grand: Any | None = None,
+        flush_secs: float = 1.0,
     ) -> None:
         super().__init__()
+        if not flush_secs >= 0:
+            raise ValueError(f"flush_secs must be >= 0 seconds, got {flush_secs!r}")
+        self.flush_secs = float(flush_secs)
         self.store_path = Path(store.root if isinstance(store, Store) else store)
         if self.store_path.exists() and not self.store_path.is_dir():
             raise StoreError(f"store path {str(self.store_path)!r} is a file; expected a directory")
@@ -200,6 +212,10 @@ class DynamicsRecorder(L.Callback):
         self._is_global_zero = True
         self._writer = _SegmentWriter()
         self._store: Store | None = None
+        self._pending: list[tuple[str, pa.Table, int]] = []  # (table, rows, epoch) not yet written
+        self._pending_run: dict[str, Any] = {}
+        self._last_flush = 0.0
+        self._flushes = 0
 
     # -- state -------------------------------------------------------------------------
 
@@ -288,11 +304,16 @@ class DynamicsRecorder(L.Callback):
                 run_id = self.run_id
                 if store.run_info(run_id).get("compacted"):
                     store.reopen_run(run_id)
+                # Rows recorded after the checkpoint (a run that went on, or died, after
+                # saving it) would otherwise be presented twice.
+                store.truncate_run(run_id, epoch=trainer.current_epoch, step=trainer.global_step)
                 store.update_run(
                     run_id, status="running", error=None, finished_at=None, pid=os.getpid(),
                     max_epochs=trainer.max_epochs,
                 )
         self.run_id = trainer.strategy.broadcast(run_id, src=0)
+        self._pending, self._pending_run = [], {}
+        self._last_flush = time.monotonic()
         if self.grand is not None:
             self.grand.on_train_start(trainer, pl_module)
             self._write_grand(trainer, f"r{trainer.global_rank:02d}-init")
@@ -426,9 +447,7 @@ class DynamicsRecorder(L.Callback):
             return
         self._val = {"loss": loss_sum / count, "accuracy": correct_sum / count}
         if trainer.is_global_zero:
-            self._writer.submit(
-                self._write_segments, [self._epoch_row(trainer.current_epoch, "val", loss_sum, int(correct_sum), int(count), 0)]
-            )
+            self._pending.append(self._epoch_row(trainer.current_epoch, "val", loss_sum, int(correct_sum), int(count), 0))
         if getattr(self, "_val_class_sums", None) is not None:
             class_sums = trainer.strategy.reduce(self._val_class_sums.to(pl_module.device), reduce_op="sum").cpu()
             if trainer.is_global_zero:
@@ -440,7 +459,7 @@ class DynamicsRecorder(L.Callback):
                     "num_samples": class_sums[1].numpy().round().astype(np.int64),
                     "rank": np.zeros(class_sums.shape[1], dtype=np.int16),
                 })
-                self._writer.submit(self.store.write_segment, self.run_id, "val_classes", table, f"val-e{epoch:06d}")
+                self._pending.append(("val_classes", table, epoch))
 
     # -- epoch end: vectorised scores and one segment per table --------------------------
 
@@ -478,7 +497,13 @@ class DynamicsRecorder(L.Callback):
         segments, run_update = self._epoch_segments(
             arrays, epoch, rank, trainer.is_global_zero, totals, val, self.best_val_accuracy
         )
-        self._writer.submit(self._write_segments, segments, run_update)
+        presentations, *small = segments
+        self._writer.submit(self._write_segments, [presentations])
+        self._pending.extend(small)
+        if run_update:
+            self._pending_run.update(run_update)
+        if time.monotonic() - self._last_flush >= self.flush_secs:
+            self._flush()
         self._val = None
         self._reset_epoch_buffers()
 
@@ -550,7 +575,8 @@ class DynamicsRecorder(L.Callback):
         val: dict[str, float] | None,
         best_val_accuracy: float | None,
     ) -> tuple[list[tuple[str, pa.Table, str]], dict[str, Any] | None]:
-        """The epoch's segments ``(table, rows, part)`` and run.json fields (rank 0)."""
+        """The epoch's segments and run.json fields (rank 0): first the presentations as
+        ``(table, rows, part)``, then the small tables as ``(table, rows, epoch)``."""
         part = f"r{rank:02d}-e{epoch:06d}"
         n = len(arrays["sample_id"])
         presentations = pa.table(
@@ -567,7 +593,7 @@ class DynamicsRecorder(L.Callback):
             totals = (float(arrays["loss"].astype(np.float64).sum()), float(arrays["correct"].sum()), float(n))
         loss_sum, correct_sum, count = totals
         segments.append(self._epoch_row(epoch, "train", loss_sum, int(correct_sum), int(count), 0))
-        segments.extend(self._step_segments(arrays, epoch, part))
+        segments.extend(self._step_segments(arrays, epoch))
         run_update = {
             "epochs_done": epoch + 1,
             "final_train_loss": loss_sum / max(count, 1),
@@ -577,6 +603,32 @@ class DynamicsRecorder(L.Callback):
             "best_val_accuracy": best_val_accuracy,
         }
         return segments, run_update
+
+    def _flush(self) -> None:
+        """Hand the buffered small tables (one segment per table, named by its epochs) and
+        run.json's progress to the writer thread."""
+        self._last_flush = time.monotonic()
+        if self.run_id is None or not (self._pending or self._pending_run):
+            return
+        by_table: dict[str, list[tuple[pa.Table, int]]] = {}
+        for table_name, table, epoch in self._pending:
+            by_table.setdefault(table_name, []).append((table, epoch))
+        segments = []
+        for table_name, parts in by_table.items():
+            epochs = [epoch for _, epoch in parts]
+            # unique within a process; a resumed run first drops every row from its epoch on
+            part = f"e{min(epochs):06d}-e{max(epochs):06d}-f{self._flushes:05d}"
+            segments.append((table_name, pa.concat_tables([table for table, _ in parts]), part))
+        self._writer.submit(self._write_segments, segments, dict(self._pending_run) or None)
+        self._pending, self._pending_run = [], {}
+        self._flushes += 1
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # What the checkpoint says was recorded is on disk before training goes on.
+        self._flush()
+        self._writer.drain()
 
     def _write_segments(
         self, segments: list[tuple[str, pa.Table, str]], run_update: dict[str, Any] | None = None
@@ -608,9 +660,9 @@ class DynamicsRecorder(L.Callback):
                 "time": pa.array([dt.datetime.now(dt.timezone.utc)], pa.timestamp("us", tz="UTC")),
             }
         )
-        return "epochs", row, f"{split}-e{epoch:06d}"
+        return "epochs", row, epoch
 
-    def _step_segments(self, arrays: dict[str, Any], epoch: int, part: str) -> list[tuple[str, pa.Table, str]]:
+    def _step_segments(self, arrays: dict[str, Any], epoch: int) -> list[tuple[str, pa.Table, int]]:
         step_numbers = arrays["step_numbers"]
         losses = arrays["step_losses"]
         grad_norm = np.full(len(step_numbers), np.nan, dtype=np.float32)
@@ -636,7 +688,7 @@ class DynamicsRecorder(L.Callback):
                         "grad_norm": np.sqrt(per_layer).reshape(-1).astype(np.float32),
                     }
                 ),
-                part,
+                epoch,
             ))
         segments.append((
             "steps",
@@ -649,7 +701,7 @@ class DynamicsRecorder(L.Callback):
                     "lr": lr,
                 }
             ),
-            part,
+            epoch,
         ))
         return segments
 
@@ -658,6 +710,7 @@ class DynamicsRecorder(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.run_id is None:
             return
+        self._flush()
         self._writer.close()
         trainer.strategy.barrier("trainmap_compact")
         if trainer.is_global_zero:
@@ -670,6 +723,7 @@ class DynamicsRecorder(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         try:
+            self._flush()
             self._writer.close()
         except Exception:  # the original exception matters more than a write error
             logger.exception("could not write the last segments of run %s", self.run_id)
