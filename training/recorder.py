@@ -208,7 +208,6 @@ class DynamicsRecorder(L.Callback):
         self._layers: list[str] = []
         self._batch_step = 0
         self._parameters: list[torch.nn.Parameter] = []
-        self._numpy_norms = False
         self._is_global_zero = True
         self._writer = _SegmentWriter()
         self._store: Store | None = None
@@ -271,9 +270,6 @@ class DynamicsRecorder(L.Callback):
         self._layers = layers
         self._layer_owner = torch.tensor(owner, dtype=torch.long)
         self._parameters = [p for p in pl_module.parameters() if p.requires_grad]
-        self._numpy_norms = all(
-            p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in self._parameters
-        )
         self._is_global_zero = trainer.is_global_zero
         if self.grand is not None:
             self.grand.setup(trainer, pl_module, stage)
@@ -380,26 +376,14 @@ class DynamicsRecorder(L.Callback):
         if not self.record_grad_norms or not self._is_global_zero:
             return
         grads = [p.grad for p in self._parameters]
-        if self._numpy_norms:
-            try:
-                # CPU gradients: a BLAS dot product per parameter. Measured on the MNIST-1D MLP
-                # (benchmarks/results/recorder.md): torch's fused norm kernel costs about the
-                # same in isolation, but woke torch's intra-op thread pool between the backward
-                # and the optimizer step, adding ~4 % to the epoch; the dot products ~0.5 %.
-                squares = [0.0 if g is None else float(np.dot(a := g.numpy().reshape(-1), a)) for g in grads]
-            except (TypeError, RuntimeError, ValueError):  # sparse, quantised, ...: use torch
-                self._numpy_norms = False
-            else:
-                self._layer_norms.append(squares)
-                self._grad_norm_steps.append(self._batch_step)
-                self._lrs.append(optimizer.param_groups[0]["lr"])
-                return
         if any(g is None for g in grads):
             grads = [torch.zeros((), device=p.device) if g is None else g for p, g in zip(self._parameters, grads)]
         if not grads:
             return
-        # Elsewhere (GPU) one fused kernel and no host sync; squared at epoch end.
-        self._layer_norms.append(torch.stack(torch._foreach_norm(grads)))
+        # One fused kernel and no host sync (the norms stay tensors until the epoch ends).
+        # ~30 us per step for the MNIST-1D MLP, about 1.7 % of its step: the gradients were
+        # just written, partly by the other core; a BLAS dot per parameter measured slower.
+        self._layer_norms.append(torch._foreach_norm(grads))
         self._grad_norm_steps.append(self._batch_step)
         self._lrs.append(optimizer.param_groups[0]["lr"])
 
@@ -549,19 +533,10 @@ class DynamicsRecorder(L.Callback):
         return out
 
     def _per_layer_squares(self) -> np.ndarray:
-        """Squared gradient norm per step and layer, ``[steps, layers]``, from the per-step
-        rows: lists of squared norms (NumPy path) or tensors of norms (torch path)."""
-        rows = self._layer_norms
-        on_torch = [i for i, row in enumerate(rows) if isinstance(row, Tensor)]
-        if not on_torch:
-            per_parameter = np.asarray(rows, dtype=np.float64)
-        else:
-            per_parameter = np.empty((len(rows), len(self._parameters)), dtype=np.float64)
-            per_parameter[on_torch] = torch.stack([rows[i] for i in on_torch]).double().cpu().numpy() ** 2
-            for i, row in enumerate(rows):
-                if not isinstance(row, Tensor):
-                    per_parameter[i] = row
-        per_layer = np.zeros((len(rows), len(self._layers)), dtype=np.float64)
+        """Squared gradient norm per step and layer, ``[steps, layers]``."""
+        rows = self._layer_norms  # per step, one 0-d tensor per parameter
+        per_parameter = torch.stack([norm for row in rows for norm in row]).double().cpu().numpy().reshape(len(rows), -1) ** 2
+        per_layer = np.zeros((len(per_parameter), len(self._layers)), dtype=np.float64)
         np.add.at(per_layer.T, self._layer_owner.numpy(), per_parameter.T)
         return per_layer
 
