@@ -15,14 +15,14 @@ def test_hand_computed_two_class_case():
     # logits (0, log 3): p = (1/4, 3/4)
     logits = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
     targets = torch.tensor([1, 0])
-    values = scores.presentation_scores(logits, targets)
-    assert torch.allclose(values["p_true"], torch.tensor([0.75, 0.25]))
-    assert torch.allclose(values["loss"], torch.tensor([-math.log(0.75), -math.log(0.25)]))
+    values = scores.epoch_scores(logits.numpy(), targets.numpy())
+    assert np.allclose(values["p_true"], [0.75, 0.25])
+    assert np.allclose(values["loss"], [-math.log(0.75), -math.log(0.25)])
     # ||(1/4, 3/4) - (0, 1)|| = sqrt(1/16 + 1/16); ||(1/4, 3/4) - (1, 0)|| = sqrt(9/16 + 9/16)
-    assert torch.allclose(values["el2n"], torch.tensor([math.sqrt(2) / 4, 3 * math.sqrt(2) / 4]))
+    assert np.allclose(values["el2n"], [math.sqrt(2) / 4, 3 * math.sqrt(2) / 4])
     assert values["correct"].tolist() == [True, False]
     assert values["pred"].tolist() == [1, 1]
-    assert torch.allclose(values["margin"], torch.tensor([math.log(3.0), -math.log(3.0)]))
+    assert np.allclose(values["margin"], [math.log(3.0), -math.log(3.0)])
 
 
 def test_margin_takes_the_largest_other_logit():
@@ -58,8 +58,7 @@ def test_el2n_range_and_bounds_from_p_true(logits, targets):
 @settings(max_examples=100, deadline=None)
 @given(arrays(np.float32, (6, 4), elements=st.floats(-20, 20, width=32)), arrays(np.int64, (6,), elements=st.integers(0, 3)))
 def test_correct_agrees_with_positive_margin(logits, targets):
-    logits, targets = torch.from_numpy(logits), torch.from_numpy(targets)
-    values = scores.presentation_scores(logits, targets)
+    values = scores.epoch_scores(logits, targets)
     positive = values["margin"] > 0
     # a strictly positive margin means the given label is the unique argmax
     assert (values["correct"][positive]).all()
@@ -71,11 +70,11 @@ def test_correct_agrees_with_positive_margin(logits, targets):
     arrays(np.float32, (12, 7), elements=st.floats(-40, 40, width=32)),
     arrays(np.int64, (12,), elements=st.integers(0, 6)),
 )
-def test_vectorised_scores_match_the_single_score_functions(logits, targets):
-    # presentation_scores computes all scores from one class-major layout; each must equal
-    # the plain definition above it (float32 rounding), ties and extreme logits included.
+def test_epoch_scores_match_the_single_score_functions(logits, targets):
+    # epoch_scores (NumPy) computes all scores from one class-major layout; each must equal
+    # the torch definition (float32 rounding), ties and extreme logits included.
+    values = scores.epoch_scores(logits, targets)
     logits, targets = torch.from_numpy(logits), torch.from_numpy(targets)
-    values = scores.presentation_scores(logits, targets)
     probs = torch.softmax(logits, 1)
     expected = {
         "loss": scores.cross_entropy(logits, targets),
@@ -84,6 +83,7 @@ def test_vectorised_scores_match_the_single_score_functions(logits, targets):
         "margin": scores.margin(logits, targets),
     }
     for name, reference in expected.items():
-        assert torch.allclose(values[name], reference, rtol=1e-5, atol=1e-5), name
-    assert torch.equal(values["correct"], scores.correct(logits, targets))
-    assert torch.equal(values["pred"], logits.argmax(1).to(torch.int32))
+        assert values[name].dtype == np.float32, name
+        np.testing.assert_allclose(values[name], reference.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
+    assert values["correct"].tolist() == scores.correct(logits, targets).tolist()
+    assert values["pred"].tolist() == logits.argmax(1).tolist()

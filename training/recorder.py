@@ -204,7 +204,7 @@ class DynamicsRecorder(L.Callback):
         self.best_val_accuracy: float | None = None
         self._reset_epoch_buffers()
         self._val: dict[str, float] | None = None
-        self._layer_owner: Tensor | None = None
+        self._layer_owner: np.ndarray | None = None
         self._layers: list[str] = []
         self._batch_step = 0
         self._parameters: list[torch.nn.Parameter] = []
@@ -268,7 +268,7 @@ class DynamicsRecorder(L.Callback):
             return
         layers, owner = _owning_layers(pl_module)
         self._layers = layers
-        self._layer_owner = torch.tensor(owner, dtype=torch.long)
+        self._layer_owner = np.asarray(owner, dtype=np.intp)
         self._parameters = [p for p in pl_module.parameters() if p.requires_grad]
         self._is_global_zero = trainer.is_global_zero
         if self.grand is not None:
@@ -431,7 +431,9 @@ class DynamicsRecorder(L.Callback):
             return
         self._val = {"loss": loss_sum / count, "accuracy": correct_sum / count}
         if trainer.is_global_zero:
-            self._pending.append(self._epoch_row(trainer.current_epoch, "val", loss_sum, int(correct_sum), int(count), 0))
+            self._writer.submit(
+                self._queue, [self._epoch_row(trainer.current_epoch, "val", loss_sum, int(correct_sum), int(count), 0, _utc_now())]
+            )
         if getattr(self, "_val_class_sums", None) is not None:
             class_sums = trainer.strategy.reduce(self._val_class_sums.to(pl_module.device), reduce_op="sum").cpu()
             if trainer.is_global_zero:
@@ -443,7 +445,7 @@ class DynamicsRecorder(L.Callback):
                     "num_samples": class_sums[1].numpy().round().astype(np.int64),
                     "rank": np.zeros(class_sums.shape[1], dtype=np.int16),
                 })
-                self._pending.append(("val_classes", table, epoch))
+                self._writer.submit(self._queue, [("val_classes", table, epoch)])
 
     # -- epoch end: vectorised scores and one segment per table --------------------------
 
@@ -452,18 +454,23 @@ class DynamicsRecorder(L.Callback):
             return
         epoch = trainer.current_epoch
         rank = trainer.global_rank
-        # Every torch operation of the epoch runs here, on the training thread, vectorised
-        # once (DESIGN.md), and so is building the Arrow tables; the writer thread only
-        # encodes and writes files (pyarrow releases the GIL there), overlapping with the
-        # next epoch. Torch ops on a second thread start a second OpenMP team, and Python
-        # work there fights the training loop for the GIL: each measured up to 2x slower
-        # training on a 2-core machine.
-        arrays = self._epoch_arrays()
-        totals = None
+        # The training thread only gathers the epoch's buffers into host arrays (a few torch
+        # ops, once per epoch: DESIGN.md). The scores (NumPy), the Arrow tables and the files
+        # are made on the writer thread, overlapping with the next epoch: NumPy and pyarrow
+        # release the GIL in their loops and start no thread pool. (Torch ops there would
+        # start a second OpenMP team: measured 2x slower training on a 2-core machine.)
+        buffers = self._epoch_buffers()
+        precomputed = totals = None
         if trainer.world_size > 1:
-            # Train loss / accuracy of the epoch, combined exactly over ranks.
+            # Train loss / accuracy of the epoch, combined exactly over ranks (a collective,
+            # so on the training thread).
+            precomputed = scores.epoch_scores(buffers["logits"], buffers["targets"])
             local = torch.tensor(
-                [float(arrays["loss"].astype(np.float64).sum()), float(arrays["correct"].sum()), float(len(arrays["loss"]))],
+                [
+                    float(precomputed["loss"].astype(np.float64).sum()),
+                    float(precomputed["correct"].sum()),
+                    float(len(buffers["targets"])),
+                ],
                 dtype=torch.float64,
                 device=pl_module.device,
             )
@@ -478,67 +485,101 @@ class DynamicsRecorder(L.Callback):
                 self.best_val_accuracy = val_accuracy
         if self.grand is not None:
             self._write_grand(trainer, f"r{rank:02d}-e{epoch:06d}")
-        segments, run_update = self._epoch_segments(
-            arrays, epoch, rank, trainer.is_global_zero, totals, val, self.best_val_accuracy
+        self._writer.submit(
+            self._record_epoch, buffers, precomputed, epoch, rank, trainer.is_global_zero, totals, val,
+            self.best_val_accuracy, _utc_now(),
         )
-        presentations, *small = segments
-        self._writer.submit(self._write_segments, [presentations])
-        self._pending.extend(small)
-        if run_update:
-            self._pending_run.update(run_update)
-        if time.monotonic() - self._last_flush >= self.flush_secs:
-            self._flush()
         self._val = None
         self._reset_epoch_buffers()
 
-    def _epoch_arrays(self) -> dict[str, Any]:
-        """The epoch's buffers as NumPy arrays: per-presentation scores, per-step losses,
-        per-layer gradient norms. One host copy per epoch."""
+    def _epoch_buffers(self) -> dict[str, Any]:
+        """Training thread: the epoch's buffers as host NumPy arrays (one copy per epoch)."""
         with torch.no_grad():
-            logits = torch.cat(self._logits).float()
-            targets = torch.cat(self._targets).long()
             out: dict[str, Any] = {
-                k: v.cpu().numpy() for k, v in scores.presentation_scores(logits, targets).items()
+                "logits": torch.cat(self._logits).float().cpu().numpy(),
+                "targets": torch.cat(self._targets).long().reshape(-1).cpu().numpy(),
+                "sample_id": torch.cat(self._sample_ids).long().reshape(-1).cpu().numpy(),
+                "batch_steps": self._batch_steps,
+                "batch_sizes": self._batch_sizes,
+                "step_numbers": self._step_numbers,
+                "grad_norm_steps": self._grad_norm_steps,
+                "lrs": [float(v) for v in self._lrs],
+                "weight": None,
+                "feature_sqnorm": None,
+                "step_losses": None,
+                "parameter_norms": None,
             }
-            out["label"] = targets.cpu().numpy().astype(np.int32)
-            out["sample_id"] = torch.cat(self._sample_ids).long().cpu().numpy()
-            n = len(out["sample_id"])
             if any(w is not None for w in self._weights):
                 out["weight"] = torch.cat(
                     [
                         torch.ones(size, device=logits.device) if w is None else w.float().reshape(-1)
-                        for w, size in zip(self._weights, self._batch_sizes)
+                        for w, size, logits in zip(self._weights, self._batch_sizes, self._logits)
                     ]
                 ).cpu().numpy()
-            else:
-                out["weight"] = np.ones(n, dtype=np.float32)
             if self._feature_sqnorms and all(f is not None for f in self._feature_sqnorms):
-                # Last-layer GraNd approximation (DESIGN.md): EL2N * sqrt(||h||^2 + 1).
-                feature_sqnorm = torch.cat(self._feature_sqnorms).float().cpu().numpy()
-                out["grand_last"] = out["el2n"] * np.sqrt(feature_sqnorm + 1.0)
-            else:
-                out["grand_last"] = np.full(n, np.nan, dtype=np.float32)
-            out["step"] = np.repeat(np.asarray(self._batch_steps, dtype=np.int64), self._batch_sizes)
-            out["step_numbers"] = np.asarray(self._step_numbers, dtype=np.int64)
-            out["step_losses"] = (
-                torch.stack(self._step_losses).float().cpu().numpy()
-                if self._step_losses
-                else np.zeros(0, dtype=np.float32)
-            )
-            out["per_layer_sq"] = None
-            if self._layer_norms:
-                out["per_layer_sq"] = self._per_layer_squares()  # [steps, layers]
-                out["grad_norm_steps"] = np.asarray(self._grad_norm_steps, dtype=np.int64)
-                out["lrs"] = np.asarray([float(v) for v in self._lrs], dtype=np.float64)
+                out["feature_sqnorm"] = torch.cat(self._feature_sqnorms).float().cpu().numpy()
+            if self._step_losses:
+                out["step_losses"] = torch.stack(self._step_losses).float().cpu().numpy()
+            if self._layer_norms:  # per step, one 0-d tensor per parameter
+                rows = self._layer_norms
+                norms = torch.stack([norm for row in rows for norm in row])
+                out["parameter_norms"] = norms.double().cpu().numpy().reshape(len(rows), -1)
         return out
 
-    def _per_layer_squares(self) -> np.ndarray:
-        """Squared gradient norm per step and layer, ``[steps, layers]``."""
-        rows = self._layer_norms  # per step, one 0-d tensor per parameter
-        per_parameter = torch.stack([norm for row in rows for norm in row]).double().cpu().numpy().reshape(len(rows), -1) ** 2
-        per_layer = np.zeros((len(per_parameter), len(self._layers)), dtype=np.float64)
-        np.add.at(per_layer.T, self._layer_owner.numpy(), per_parameter.T)
-        return per_layer
+    def _record_epoch(
+        self,
+        buffers: dict[str, Any],
+        precomputed: dict[str, np.ndarray] | None,
+        epoch: int,
+        rank: int,
+        is_global_zero: bool,
+        totals: tuple[float, float, float] | None,
+        val: dict[str, float] | None,
+        best_val_accuracy: float | None,
+        now: dt.datetime,
+    ) -> None:
+        """Writer thread: scores, the presentations segment, and the small tables queued
+        for the next flush (written once ``flush_secs`` have passed)."""
+        arrays = self._epoch_arrays(buffers, precomputed)
+        segments, run_update = self._epoch_segments(
+            arrays, epoch, rank, is_global_zero, totals, val, best_val_accuracy, now
+        )
+        presentations, *small = segments
+        self._write_segments([presentations])
+        self._pending.extend(small)
+        if run_update:
+            self._pending_run.update(run_update)
+        if time.monotonic() - self._last_flush >= self.flush_secs:
+            self._write_pending()
+
+    def _epoch_arrays(
+        self, buffers: dict[str, Any], precomputed: dict[str, np.ndarray] | None = None
+    ) -> dict[str, Any]:
+        """Writer thread (NumPy only): per-presentation scores and columns, per-step losses
+        and per-layer squared gradient norms."""
+        out: dict[str, Any] = dict(precomputed or scores.epoch_scores(buffers["logits"], buffers["targets"]))
+        out["label"] = buffers["targets"].astype(np.int32)
+        out["sample_id"] = buffers["sample_id"]
+        n = len(out["sample_id"])
+        out["weight"] = buffers["weight"] if buffers["weight"] is not None else np.ones(n, dtype=np.float32)
+        if buffers["feature_sqnorm"] is not None:
+            # Last-layer GraNd approximation (DESIGN.md): EL2N * sqrt(||h||^2 + 1).
+            out["grand_last"] = out["el2n"] * np.sqrt(buffers["feature_sqnorm"] + 1.0)
+        else:
+            out["grand_last"] = np.full(n, np.nan, dtype=np.float32)
+        out["step"] = np.repeat(np.asarray(buffers["batch_steps"], dtype=np.int64), buffers["batch_sizes"])
+        out["step_numbers"] = np.asarray(buffers["step_numbers"], dtype=np.int64)
+        losses = buffers["step_losses"]
+        out["step_losses"] = losses if losses is not None else np.zeros(0, dtype=np.float32)
+        out["per_layer_sq"] = None
+        if buffers["parameter_norms"] is not None:
+            per_parameter = np.square(buffers["parameter_norms"])  # [steps, parameters]
+            per_layer = np.zeros((len(per_parameter), len(self._layers)), dtype=np.float64)
+            np.add.at(per_layer.T, self._layer_owner, per_parameter.T)
+            out["per_layer_sq"] = per_layer  # [steps, layers]
+            out["grad_norm_steps"] = np.asarray(buffers["grad_norm_steps"], dtype=np.int64)
+            out["lrs"] = np.asarray(buffers["lrs"], dtype=np.float64)
+        return out
 
     def _epoch_segments(
         self,
@@ -549,6 +590,7 @@ class DynamicsRecorder(L.Callback):
         totals: tuple[float, float, float] | None,
         val: dict[str, float] | None,
         best_val_accuracy: float | None,
+        now: dt.datetime,
     ) -> tuple[list[tuple[str, pa.Table, str]], dict[str, Any] | None]:
         """The epoch's segments and run.json fields (rank 0): first the presentations as
         ``(table, rows, part)``, then the small tables as ``(table, rows, epoch)``."""
@@ -567,7 +609,7 @@ class DynamicsRecorder(L.Callback):
         if totals is None:
             totals = (float(arrays["loss"].astype(np.float64).sum()), float(arrays["correct"].sum()), float(n))
         loss_sum, correct_sum, count = totals
-        segments.append(self._epoch_row(epoch, "train", loss_sum, int(correct_sum), int(count), 0))
+        segments.append(self._epoch_row(epoch, "train", loss_sum, int(correct_sum), int(count), 0, now))
         segments.extend(self._step_segments(arrays, epoch))
         run_update = {
             "epochs_done": epoch + 1,
@@ -580,10 +622,19 @@ class DynamicsRecorder(L.Callback):
         return segments, run_update
 
     def _flush(self) -> None:
-        """Hand the buffered small tables (one segment per table, named by its epochs) and
-        run.json's progress to the writer thread."""
+        """Training thread: have the writer write everything queued now."""
+        if self.run_id is not None:
+            self._writer.submit(self._write_pending)
+
+    def _queue(self, segments: list[tuple[str, pa.Table, int]]) -> None:
+        """Writer thread: small tables ``(table, rows, epoch)`` for the next flush."""
+        self._pending.extend(segments)
+
+    def _write_pending(self) -> None:
+        """Writer thread: the queued small tables (one segment per table, named by its
+        epochs) and run.json's progress."""
         self._last_flush = time.monotonic()
-        if self.run_id is None or not (self._pending or self._pending_run):
+        if not (self._pending or self._pending_run):
             return
         by_table: dict[str, list[tuple[pa.Table, int]]] = {}
         for table_name, table, epoch in self._pending:
@@ -594,9 +645,9 @@ class DynamicsRecorder(L.Callback):
             # unique within a process; a resumed run first drops every row from its epoch on
             part = f"e{min(epochs):06d}-e{max(epochs):06d}-f{self._flushes:05d}"
             segments.append((table_name, pa.concat_tables([table for table, _ in parts]), part))
-        self._writer.submit(self._write_segments, segments, dict(self._pending_run) or None)
-        self._pending, self._pending_run = [], {}
+        run_update, self._pending, self._pending_run = dict(self._pending_run) or None, [], {}
         self._flushes += 1
+        self._write_segments(segments, run_update)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -622,8 +673,8 @@ class DynamicsRecorder(L.Callback):
         self._writer.submit(self.store.write_segment, self.run_id, "grand", pa.table(rows), part)
 
     def _epoch_row(
-        self, epoch: int, split: str, loss_sum: float, correct_sum: int, count: int, rank: int
-    ) -> tuple[str, pa.Table, str]:
+        self, epoch: int, split: str, loss_sum: float, correct_sum: int, count: int, rank: int, now: dt.datetime
+    ) -> tuple[str, pa.Table, int]:
         row = pa.table(
             {
                 "epoch": [epoch],
@@ -632,7 +683,7 @@ class DynamicsRecorder(L.Callback):
                 "correct_sum": [correct_sum],
                 "num_samples": [count],
                 "rank": [rank],
-                "time": pa.array([dt.datetime.now(dt.timezone.utc)], pa.timestamp("us", tz="UTC")),
+                "time": pa.array([now], pa.timestamp("us", tz="UTC")),
             }
         )
         return "epochs", row, epoch
@@ -709,6 +760,10 @@ class DynamicsRecorder(L.Callback):
             self.store.update_run(self.run_id, status="failed", error=message, finished_at=_now())
         except StoreError:
             logger.exception("could not mark run %s as failed", self.run_id)
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _now() -> str:
