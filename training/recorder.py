@@ -1,10 +1,13 @@
 """``DynamicsRecorder``: a Lightning callback that records per-sample training dynamics.
 
-It is a thin adapter: per step it only keeps references to ``logits.detach()``, the
-targets, sample ids and weights (no copy, no sync); once per epoch it hands them to the
-pure functions in ``training.scores`` and writes one Parquet segment per table through
-``store``. Measured in DESIGN.md: this costs ~2 % over plain training, where an insert
-per batch doubled the step time.
+It is a thin adapter. Per step, on the training thread, it keeps references to
+``logits.detach()``, the targets, sample ids, weights and the loss (no copy, no sync) and
+computes the gradient norm of every parameter (one fused kernel). Once per epoch the
+training thread gathers those buffers into host arrays; a writer thread at the lowest
+CPU priority computes the scores (``training.scores.epoch_scores``, NumPy), builds the
+Arrow tables and writes the epoch's presentations segment through ``store``, and every
+``flush_secs`` the small tables and run.json. ``benchmarks/results/recorder.md`` has the
+measured cost and where it goes.
 
 Contract with the user's ``LightningModule``:
 
