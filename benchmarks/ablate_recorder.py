@@ -1,0 +1,75 @@
+"""Where the recorder's overhead goes: the epoch-interleaved method of ``bench_recorder.py``
+applied to variants of ``DynamicsRecorder`` that each leave one part out.
+
+- ``full``: the recorder as shipped;
+- ``no-writes``: the writer thread gets nothing (no scores, tables or files);
+- ``per-step only``: nothing at the end of an epoch (buffers dropped);
+- ``no grad norms``: ``record_grad_norms=False``.
+
+The variants exist only to measure; a recorder without writes records nothing.
+
+    python benchmarks/ablate_recorder.py [--fits 6] [--epochs 24] [--model mlp] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench_recorder import gated_fit, median_ci, paired_ratios
+from training.recorder import DynamicsRecorder
+from training.tasks import load_task
+
+
+class NoWrites(DynamicsRecorder):
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        self._writer.submit = lambda *args, **kwargs: None
+
+
+class PerStepOnly(DynamicsRecorder):
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._reset_epoch_buffers()
+
+
+class NoGradNorms(DynamicsRecorder):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, record_grad_norms=False, **kwargs)
+
+
+VARIANTS = {"full": DynamicsRecorder, "no-writes": NoWrites, "per-step only": PerStepOnly, "no grad norms": NoGradNorms}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fits", type=int, default=6, help="fits per variant (default 6)")
+    parser.add_argument("--epochs", type=int, default=16, help="epochs per fit (default 16)")
+    parser.add_argument("--block", type=int, default=2)
+    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = load_task("mnist1d")
+    ratios: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        gated_fit(task, args.model, 2 * args.block + 1, args.block, 0, DynamicsRecorder(Path(tmp) / "warm"))
+        for fit in range(args.fits):  # variants interleaved fit by fit
+            for name, cls in VARIANTS.items():
+                inner = cls(Path(tmp) / f"{name}-{fit}", task="mnist1d", model_name=args.model)
+                epochs, _ = gated_fit(task, args.model, args.epochs, args.block, (fit % 2) * args.block, inner)
+                ratios[name] += paired_ratios(epochs)[0]
+            print(f"fit {fit}: " + ", ".join(f"{n} {statistics.median(r):.3f}" for n, r in ratios.items()), flush=True)
+    print(f"\n{args.model}, {torch.get_num_threads()} torch threads")
+    print("| variant | ratio: median | 95 % CI of median | n |\n|---|---|---|---|")
+    for name, values in ratios.items():
+        low, high = median_ci(values)
+        print(f"| {name} | {statistics.median(values):.3f} | {low:.3f}–{high:.3f} | {len(values)} |")
+
+
+if __name__ == "__main__":
+    main()
