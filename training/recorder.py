@@ -544,14 +544,31 @@ class DynamicsRecorder(L.Callback):
         """Writer thread: scores, the presentations segment, and the small tables queued
         for the next flush (written once ``flush_secs`` have passed)."""
         arrays = self._epoch_arrays(buffers, precomputed)
-        segments, run_update = self._epoch_segments(
-            arrays, epoch, rank, is_global_zero, totals, val, best_val_accuracy, now
+        part = f"r{rank:02d}-e{epoch:06d}"
+        n = len(arrays["sample_id"])
+        presentations = pa.table(
+            {
+                "epoch": np.full(n, epoch, dtype=np.int32),
+                **{name: arrays[name] for name in PRESENTATION_COLUMNS},
+                "rank": np.full(n, rank, dtype=np.int16),
+            }
         )
-        presentations, *small = segments
-        self._write_segments([presentations])
-        self._pending.extend(small)
-        if run_update:
-            self._pending_run.update(run_update)
+        self._write_segments([("presentations", presentations, part)])
+        if not is_global_zero:
+            return
+        if totals is None:
+            totals = (float(arrays["loss"].astype(np.float64).sum()), float(arrays["correct"].sum()), float(n))
+        loss_sum, correct_sum, count = totals
+        self._pending.append(self._epoch_row(epoch, "train", loss_sum, int(correct_sum), int(count), 0, now))
+        self._pending.extend(self._step_segments(arrays, epoch))
+        self._pending_run.update({
+            "epochs_done": epoch + 1,
+            "final_train_loss": loss_sum / max(count, 1),
+            "final_train_accuracy": correct_sum / max(count, 1),
+            "final_val_accuracy": val["accuracy"] if val else None,
+            "final_val_loss": val["loss"] if val else None,
+            "best_val_accuracy": best_val_accuracy,
+        })
         if time.monotonic() - self._last_flush >= self.flush_secs:
             self._write_pending()
 
@@ -584,45 +601,6 @@ class DynamicsRecorder(L.Callback):
             out["lrs"] = np.asarray(buffers["lrs"], dtype=np.float64)
         return out
 
-    def _epoch_segments(
-        self,
-        arrays: dict[str, Any],
-        epoch: int,
-        rank: int,
-        is_global_zero: bool,
-        totals: tuple[float, float, float] | None,
-        val: dict[str, float] | None,
-        best_val_accuracy: float | None,
-        now: dt.datetime,
-    ) -> tuple[list[tuple[str, pa.Table, str]], dict[str, Any] | None]:
-        """The epoch's segments and run.json fields (rank 0): first the presentations as
-        ``(table, rows, part)``, then the small tables as ``(table, rows, epoch)``."""
-        part = f"r{rank:02d}-e{epoch:06d}"
-        n = len(arrays["sample_id"])
-        presentations = pa.table(
-            {
-                "epoch": np.full(n, epoch, dtype=np.int32),
-                **{name: arrays[name] for name in PRESENTATION_COLUMNS},
-                "rank": np.full(n, rank, dtype=np.int16),
-            }
-        )
-        segments = [("presentations", presentations, part)]
-        if not is_global_zero:
-            return segments, None
-        if totals is None:
-            totals = (float(arrays["loss"].astype(np.float64).sum()), float(arrays["correct"].sum()), float(n))
-        loss_sum, correct_sum, count = totals
-        segments.append(self._epoch_row(epoch, "train", loss_sum, int(correct_sum), int(count), 0, now))
-        segments.extend(self._step_segments(arrays, epoch))
-        run_update = {
-            "epochs_done": epoch + 1,
-            "final_train_loss": loss_sum / max(count, 1),
-            "final_train_accuracy": correct_sum / max(count, 1),
-            "final_val_accuracy": val["accuracy"] if val else None,
-            "final_val_loss": val["loss"] if val else None,
-            "best_val_accuracy": best_val_accuracy,
-        }
-        return segments, run_update
 
     def _flush(self) -> None:
         """Training thread: have the writer write everything queued now."""
