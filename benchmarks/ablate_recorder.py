@@ -4,7 +4,10 @@ applied to variants of ``DynamicsRecorder`` that each leave one part out.
 - ``full``: the recorder as shipped;
 - ``no-writes``: the writer thread gets nothing (no scores, tables or files);
 - ``per-step only``: nothing at the end of an epoch (buffers dropped);
-- ``no grad norms``: ``record_grad_norms=False``.
+- ``no grad norms``: ``record_grad_norms=False``;
+- ``handoff only``: instead of the writer thread's work, the epoch's host arrays are only
+  pickled (protocol 5) to a file: what handing them to a child-process writer would cost
+  the training process.
 
 The variants exist only to measure; a recorder without writes records nothing.
 
@@ -14,6 +17,7 @@ The variants exist only to measure; a recorder without writes records nothing.
 from __future__ import annotations
 
 import argparse
+import pickle
 import statistics
 import tempfile
 from pathlib import Path
@@ -36,12 +40,30 @@ class PerStepOnly(DynamicsRecorder):
         self._reset_epoch_buffers()
 
 
+class HandoffOnly(DynamicsRecorder):
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+
+        def submit(function, *args, **kwargs):
+            if getattr(function, "__name__", "") == "_record_epoch":
+                with open(self.store_path / f"handoff-{args[2]}.pkl", "wb") as handle:
+                    pickle.dump(args[0], handle, protocol=5)
+
+        self._writer.submit = submit
+
+
 class NoGradNorms(DynamicsRecorder):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, record_grad_norms=False, **kwargs)
 
 
-VARIANTS = {"full": DynamicsRecorder, "no-writes": NoWrites, "per-step only": PerStepOnly, "no grad norms": NoGradNorms}
+VARIANTS = {
+    "full": DynamicsRecorder,
+    "no-writes": NoWrites,
+    "per-step only": PerStepOnly,
+    "no grad norms": NoGradNorms,
+    "handoff only": HandoffOnly,
+}
 
 
 def main() -> None:
@@ -52,6 +74,8 @@ def main() -> None:
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
     args = parser.parse_args()
+    if args.epochs < 6 * args.block:
+        parser.error(f"--epochs must be at least 6 blocks ({6 * args.block}) to pair epochs, got {args.epochs}")
     if args.threads:
         torch.set_num_threads(args.threads)
     task = load_task("mnist1d")

@@ -175,8 +175,8 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--out", default="benchmarks/results/recorder.md")
     args = parser.parse_args()
-    if args.epochs < 4 * args.block:
-        parser.error(f"--epochs must be at least 4 blocks ({4 * args.block}) to pair epochs, got {args.epochs}")
+    if args.epochs < 6 * args.block:
+        parser.error(f"--epochs must be at least 6 blocks ({6 * args.block}) to pair epochs, got {args.epochs}")
     if args.threads:
         torch.set_num_threads(args.threads)
     task = load_task("mnist1d")
