@@ -11,7 +11,7 @@ applied to variants of ``DynamicsRecorder`` that each leave one part out.
 
 The variants exist only to measure; a recorder without writes records nothing.
 
-    python benchmarks/ablate_recorder.py [--fits 6] [--epochs 24] [--model mlp] [--threads 1]
+    python benchmarks/ablate_recorder.py [--fits 6] [--epochs 16] [--model mlp] [--threads 1]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench_recorder import gated_fit, median_ci, paired_ratios
+from bench_recorder import add_gated_arguments, gated_fit, median_ci, paired_ratios, parse_gated_arguments
 from training.recorder import DynamicsRecorder
 from training.tasks import load_task
 
@@ -68,16 +68,9 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fits", type=int, default=6, help="fits per variant (default 6)")
-    parser.add_argument("--epochs", type=int, default=16, help="epochs per fit (default 16)")
-    parser.add_argument("--block", type=int, default=2)
+    add_gated_arguments(parser, fits=6, epochs=16)
     parser.add_argument("--model", default="mlp")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
-    args = parser.parse_args()
-    if args.epochs < 6 * args.block:
-        parser.error(f"--epochs must be at least 6 blocks ({6 * args.block}) to pair epochs, got {args.epochs}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_gated_arguments(parser)
     task = load_task("mnist1d")
     ratios: dict[str, list[float]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:

@@ -158,7 +158,7 @@ def measure(task, model_name: str, args, make_inner) -> dict:
             recorded += rec
             plain += pl
             finalise.append(seconds)
-    quartiles = statistics.quantiles(ratios, n=4)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     return {
         "n": len(ratios), "median": quartiles[1], "q1": quartiles[0], "q3": quartiles[2],
         "ci": median_ci(ratios), "plain_ms": 1000 * statistics.median(plain),
@@ -166,19 +166,30 @@ def measure(task, model_name: str, args, make_inner) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fits", type=int, default=8, help="fits per model and variant (default 8)")
-    parser.add_argument("--epochs", type=int, default=24, help="epochs per fit (default 24)")
+def add_gated_arguments(parser: argparse.ArgumentParser, *, fits: int, epochs: int) -> None:
+    """The options every epoch-interleaved measurement here takes."""
+    parser.add_argument("--fits", type=int, default=fits, help=f"fits per model and variant (default {fits})")
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs per fit (default {epochs})")
     parser.add_argument("--block", type=int, default=2, help="epochs per plain / recorded block (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
-    parser.add_argument("--models", default="mlp,cnn")
-    parser.add_argument("--out", default="benchmarks/results/recorder.md")
+
+
+def parse_gated_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, check that a fit holds enough blocks to pair epochs, set torch's threads."""
     args = parser.parse_args()
     if args.epochs < 6 * args.block:
         parser.error(f"--epochs must be at least 6 blocks ({6 * args.block}) to pair epochs, got {args.epochs}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_gated_arguments(parser, fits=8, epochs=24)
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--out", default="benchmarks/results/recorder.md")
+    args = parse_gated_arguments(parser)
     task = load_task("mnist1d")
     variants = {
         "recorder": lambda store, model_name: DynamicsRecorder(store, task="mnist1d", model_name=model_name),
