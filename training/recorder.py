@@ -3,9 +3,9 @@
 It is a thin adapter. Per step, on the training thread, it keeps references to
 ``logits.detach()``, the targets, sample ids, weights and the loss (no copy, no sync) and
 computes the gradient norm of every parameter (one fused kernel). Once per epoch the
-training thread gathers those buffers into host arrays; a writer thread at the lowest
-CPU priority computes the scores (``training.scores.epoch_scores``, NumPy), builds the
-Arrow tables and writes the epoch's presentations segment through ``store``, and every
+training thread gathers those buffers into host arrays and hands them to a child process
+(``store.recording``, lowest CPU priority, one per rank), which computes the scores
+(NumPy), builds the Arrow tables and writes the epoch's presentations segment, and every
 ``flush_secs`` the small tables and run.json. ``benchmarks/results/recorder.md`` has the
 measured cost and where it goes.
 
@@ -25,9 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,17 +38,12 @@ from torch import Tensor
 
 from store import Store, compact_run
 from store.errors import StoreError
+from store.recording import WriterProcess, epoch_row
 from training import scores
 
 logger = logging.getLogger(__name__)
 
 TARGET_KEYS = ("y", "target", "targets", "label", "labels")
-
-#: Presentation columns computed per epoch by ``_epoch_arrays`` (epoch and rank are added).
-PRESENTATION_COLUMNS = (
-    "step", "sample_id", "label", "loss", "p_true", "el2n", "correct", "pred", "margin", "weight", "grand_last",
-)
-
 
 def _parse_batch(batch: Any, require_ids: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(targets, sample_ids, weights) from a training batch."""
@@ -71,6 +63,10 @@ def _parse_batch(batch: Any, require_ids: bool = True) -> tuple[Tensor, Tensor |
         "DynamicsRecorder: training batches must be (x, y, sample_id[, weight]) or a dict "
         f"with 'sample_id'; got {type(batch).__name__}"
     )
+
+
+def _detached(tensor: Tensor) -> Tensor:
+    return tensor.detach() if tensor.requires_grad else tensor
 
 
 def _parse_outputs(outputs: Any) -> Tensor:
@@ -94,50 +90,6 @@ def _owning_layers(module: torch.nn.Module) -> tuple[list[str], list[int]]:
             layers.append(layer)
         owner.append(layers.index(layer))
     return layers, owner
-
-
-class _SegmentWriter:
-    """One background thread that writes a run's segments and run.json in order.
-
-    The training loop only computes the epoch's arrays; Parquet encoding and the file
-    writes (pyarrow releases the GIL) overlap with the next epoch. ``drain`` waits for
-    everything submitted and re-raises the first write error in the training process.
-    """
-
-    def __init__(self) -> None:
-        self._executor: ThreadPoolExecutor | None = None
-        self._futures: list[Future] = []
-
-    @staticmethod
-    def _lower_priority() -> None:
-        """Run the writer at the lowest CPU priority (Linux: per thread), so that it fills
-        the gaps the training loop leaves (data loading, Python between kernels) instead
-        of preempting the intra-op threads of a training step."""
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except (AttributeError, OSError):  # not Linux, or not permitted: normal priority
-            pass
-
-    def submit(self, function: Any, *args: Any, **kwargs: Any) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="trainmap-writer", initializer=self._lower_priority
-            )
-        self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
-        self._futures.append(self._executor.submit(function, *args, **kwargs))
-
-    def drain(self) -> None:
-        futures, self._futures = self._futures, []
-        for future in futures:
-            future.result()
-
-    def close(self) -> None:
-        try:
-            self.drain()
-        finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
 
 
 class DynamicsRecorder(L.Callback):
@@ -213,12 +165,8 @@ class DynamicsRecorder(L.Callback):
         self._batch_step = 0
         self._parameters: list[torch.nn.Parameter] = []
         self._is_global_zero = True
-        self._writer = _SegmentWriter()
+        self._writer = WriterProcess()
         self._store: Store | None = None
-        self._pending: list[tuple[str, pa.Table, int]] = []  # (table, rows, epoch) not yet written
-        self._pending_run: dict[str, Any] = {}
-        self._last_flush = 0.0
-        self._flushes = 0
 
     # -- state -------------------------------------------------------------------------
 
@@ -241,7 +189,7 @@ class DynamicsRecorder(L.Callback):
         return self._store
 
     def __getstate__(self) -> dict[str, Any]:
-        # ddp_spawn pickles callbacks: the writer thread and cached store stay behind.
+        # ddp_spawn pickles callbacks: the writer process and cached store stay behind.
         state = dict(self.__dict__)
         state["_writer"] = None
         state["_store"] = None
@@ -249,7 +197,7 @@ class DynamicsRecorder(L.Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._writer = _SegmentWriter()
+        self._writer = WriterProcess()
 
     def _reset_epoch_buffers(self) -> None:
         self._logits: list[Tensor] = []
@@ -312,8 +260,12 @@ class DynamicsRecorder(L.Callback):
                     max_epochs=trainer.max_epochs,
                 )
         self.run_id = trainer.strategy.broadcast(run_id, src=0)
-        self._pending, self._pending_run = [], {}
-        self._last_flush = time.monotonic()
+        # The child process that scores and writes this rank's rows (store.recording);
+        # it starts (~0.5 s, lowest CPU priority) while the first epoch trains.
+        self._writer.start(
+            store_path=str(self.store_path), run_id=self.run_id, layers=self._layers,
+            layer_owner=self._layer_owner, flush_secs=self.flush_secs,
+        )
         if self.grand is not None:
             self.grand.on_train_start(trainer, pl_module)
             self._write_grand(trainer, f"r{trainer.global_rank:02d}-init")
@@ -356,22 +308,24 @@ class DynamicsRecorder(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        logits = _parse_outputs(outputs)
+        # References only (no copy, no sync); detach() only where a graph is attached.
+        logits = _detached(_parse_outputs(outputs))
         targets, sample_ids, weights = _parse_batch(batch)
         if "weight" in outputs:  # the weight actually trained with (online reweighting)
             weights = outputs["weight"]
-        self._logits.append(logits.detach())
-        self._targets.append(targets.detach())
-        self._sample_ids.append(sample_ids.detach())
-        self._weights.append(None if weights is None else weights.detach())
+        self._logits.append(logits)
+        self._targets.append(_detached(targets))
+        self._sample_ids.append(sample_ids)
+        self._weights.append(None if weights is None else _detached(weights))
         self._batch_steps.append(self._batch_step)
-        self._batch_sizes.append(int(logits.shape[0]))
+        self._batch_sizes.append(len(logits))
         if self.grand is not None:
             self.grand.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             sqnorm = self.grand.last_layer_sqnorm()
             self._feature_sqnorms.append(None if sqnorm is None else sqnorm.detach().reshape(-1))
-        if isinstance(outputs, Mapping) and "loss" in outputs:
-            self._step_losses.append(outputs["loss"].detach())
+        loss = outputs.get("loss")
+        if loss is not None:
+            self._step_losses.append(_detached(loss))
             self._step_numbers.append(self._batch_step)
 
     def on_before_optimizer_step(
@@ -380,14 +334,18 @@ class DynamicsRecorder(L.Callback):
         if not self.record_grad_norms or not self._is_global_zero:
             return
         grads = [p.grad for p in self._parameters]
-        if any(g is None for g in grads):
-            grads = [torch.zeros((), device=p.device) if g is None else g for p, g in zip(self._parameters, grads)]
         if not grads:
             return
-        # One fused kernel and no host sync (the norms stay tensors until the epoch ends).
-        # ~30 us per step for the MNIST-1D MLP, about 2.5 % of its epoch
-        # (benchmarks/results/recorder_ablation.md); a BLAS dot per parameter measured slower.
-        self._layer_norms.append(torch._foreach_norm(grads))
+        # One call and no host sync (the norms stay tensors until the epoch ends): ~25 us
+        # per step for the MNIST-1D MLP (6 parameters), about 1.4 % of its epoch
+        # (benchmarks/results/recorder.md); a BLAS or NumPy dot per parameter, torch.cat,
+        # and inference_mode around it all measured slower.
+        try:
+            norms = torch._foreach_norm(grads)
+        except (TypeError, RuntimeError):  # a parameter without a gradient this step
+            grads = [torch.zeros((), device=p.device) if g is None else g for p, g in zip(self._parameters, grads)]
+            norms = torch._foreach_norm(grads)
+        self._layer_norms.append(norms)
         self._grad_norm_steps.append(self._batch_step)
         self._lrs.append(optimizer.param_groups[0]["lr"])
 
@@ -435,8 +393,8 @@ class DynamicsRecorder(L.Callback):
             return
         self._val = {"loss": loss_sum / count, "accuracy": correct_sum / count}
         if trainer.is_global_zero:
-            self._writer.submit(
-                self._queue, [self._epoch_row(trainer.current_epoch, "val", loss_sum, int(correct_sum), int(count), 0, _utc_now())]
+            self._writer.call(
+                "queue", [epoch_row(trainer.current_epoch, "val", loss_sum, int(correct_sum), int(count), 0, _utc_now())]
             )
         if getattr(self, "_val_class_sums", None) is not None:
             class_sums = trainer.strategy.reduce(self._val_class_sums.to(pl_module.device), reduce_op="sum").cpu()
@@ -449,7 +407,7 @@ class DynamicsRecorder(L.Callback):
                     "num_samples": class_sums[1].numpy().round().astype(np.int64),
                     "rank": np.zeros(class_sums.shape[1], dtype=np.int16),
                 })
-                self._writer.submit(self._queue, [("val_classes", table, epoch)])
+                self._writer.call("queue", [("val_classes", table, epoch)])
 
     # -- epoch end: vectorised scores and one segment per table --------------------------
 
@@ -459,10 +417,9 @@ class DynamicsRecorder(L.Callback):
         epoch = trainer.current_epoch
         rank = trainer.global_rank
         # The training thread only gathers the epoch's buffers into host arrays (a few torch
-        # ops, once per epoch: DESIGN.md). The scores (NumPy), the Arrow tables and the files
-        # are made on the writer thread, overlapping with the next epoch: NumPy and pyarrow
-        # release the GIL in their loops and start no thread pool. (Torch ops there would
-        # start a second OpenMP team: measured 2x slower training on a 2-core machine.)
+        # ops, once per epoch: DESIGN.md) and hands them over. The scores (NumPy), the Arrow
+        # tables and the files are made in the writer process, overlapping with the next
+        # epoch, with no GIL shared with training and no thread pools (store.recording).
         buffers = self._epoch_buffers()
         precomputed = totals = None
         if trainer.world_size > 1:
@@ -489,8 +446,8 @@ class DynamicsRecorder(L.Callback):
                 self.best_val_accuracy = val_accuracy
         if self.grand is not None:
             self._write_grand(trainer, f"r{rank:02d}-e{epoch:06d}")
-        self._writer.submit(
-            self._record_epoch, buffers, precomputed, epoch, rank, trainer.is_global_zero, totals, val,
+        self._writer.call(
+            "record_epoch", buffers, precomputed, epoch, rank, trainer.is_global_zero, totals, val,
             self.best_val_accuracy, _utc_now(),
         )
         self._val = None
@@ -530,106 +487,10 @@ class DynamicsRecorder(L.Callback):
                 out["parameter_norms"] = norms.double().cpu().numpy().reshape(len(rows), -1)
         return out
 
-    def _record_epoch(
-        self,
-        buffers: dict[str, Any],
-        precomputed: dict[str, np.ndarray] | None,
-        epoch: int,
-        rank: int,
-        is_global_zero: bool,
-        totals: tuple[float, float, float] | None,
-        val: dict[str, float] | None,
-        best_val_accuracy: float | None,
-        now: dt.datetime,
-    ) -> None:
-        """Writer thread: scores, the presentations segment, and the small tables queued
-        for the next flush (written once ``flush_secs`` have passed)."""
-        arrays = self._epoch_arrays(buffers, precomputed)
-        part = f"r{rank:02d}-e{epoch:06d}"
-        n = len(arrays["sample_id"])
-        presentations = pa.table(
-            {
-                "epoch": np.full(n, epoch, dtype=np.int32),
-                **{name: arrays[name] for name in PRESENTATION_COLUMNS},
-                "rank": np.full(n, rank, dtype=np.int16),
-            }
-        )
-        self._write_segments([("presentations", presentations, part)])
-        if not is_global_zero:
-            return
-        if totals is None:
-            totals = (float(arrays["loss"].astype(np.float64).sum()), float(arrays["correct"].sum()), float(n))
-        loss_sum, correct_sum, count = totals
-        self._pending.append(self._epoch_row(epoch, "train", loss_sum, int(correct_sum), int(count), 0, now))
-        self._pending.extend(self._step_segments(arrays, epoch))
-        self._pending_run.update({
-            "epochs_done": epoch + 1,
-            "final_train_loss": loss_sum / max(count, 1),
-            "final_train_accuracy": correct_sum / max(count, 1),
-            "final_val_accuracy": val["accuracy"] if val else None,
-            "final_val_loss": val["loss"] if val else None,
-            "best_val_accuracy": best_val_accuracy,
-        })
-        if time.monotonic() - self._last_flush >= self.flush_secs:
-            self._write_pending()
-
-    def _epoch_arrays(
-        self, buffers: dict[str, Any], precomputed: dict[str, np.ndarray] | None = None
-    ) -> dict[str, Any]:
-        """Writer thread (NumPy only): per-presentation scores and columns, per-step losses
-        and per-layer squared gradient norms."""
-        out: dict[str, Any] = dict(precomputed or scores.epoch_scores(buffers["logits"], buffers["targets"]))
-        out["label"] = buffers["targets"].astype(np.int32)
-        out["sample_id"] = buffers["sample_id"]
-        n = len(out["sample_id"])
-        out["weight"] = buffers["weight"] if buffers["weight"] is not None else np.ones(n, dtype=np.float32)
-        if buffers["feature_sqnorm"] is not None:
-            # Last-layer GraNd approximation (DESIGN.md): EL2N * sqrt(||h||^2 + 1).
-            out["grand_last"] = out["el2n"] * np.sqrt(buffers["feature_sqnorm"] + 1.0)
-        else:
-            out["grand_last"] = np.full(n, np.nan, dtype=np.float32)
-        out["step"] = np.repeat(np.asarray(buffers["batch_steps"], dtype=np.int64), buffers["batch_sizes"])
-        out["step_numbers"] = np.asarray(buffers["step_numbers"], dtype=np.int64)
-        losses = buffers["step_losses"]
-        out["step_losses"] = losses if losses is not None else np.zeros(0, dtype=np.float32)
-        out["per_layer_sq"] = None
-        if buffers["parameter_norms"] is not None:
-            per_parameter = np.square(buffers["parameter_norms"])  # [steps, parameters]
-            per_layer = np.zeros((len(per_parameter), len(self._layers)), dtype=np.float64)
-            np.add.at(per_layer.T, self._layer_owner, per_parameter.T)
-            out["per_layer_sq"] = per_layer  # [steps, layers]
-            out["grad_norm_steps"] = np.asarray(buffers["grad_norm_steps"], dtype=np.int64)
-            out["lrs"] = np.asarray(buffers["lrs"], dtype=np.float64)
-        return out
-
-
     def _flush(self) -> None:
-        """Training thread: have the writer write everything queued now."""
-        if self.run_id is not None:
-            self._writer.submit(self._write_pending)
-
-    def _queue(self, segments: list[tuple[str, pa.Table, int]]) -> None:
-        """Writer thread: small tables ``(table, rows, epoch)`` for the next flush."""
-        self._pending.extend(segments)
-
-    def _write_pending(self) -> None:
-        """Writer thread: the queued small tables (one segment per table, named by its
-        epochs) and run.json's progress."""
-        self._last_flush = time.monotonic()
-        if not (self._pending or self._pending_run):
-            return
-        by_table: dict[str, list[tuple[pa.Table, int]]] = {}
-        for table_name, table, epoch in self._pending:
-            by_table.setdefault(table_name, []).append((table, epoch))
-        segments = []
-        for table_name, parts in by_table.items():
-            epochs = [epoch for _, epoch in parts]
-            # unique within a process; a resumed run first drops every row from its epoch on
-            part = f"e{min(epochs):06d}-e{max(epochs):06d}-f{self._flushes:05d}"
-            segments.append((table_name, pa.concat_tables([table for table, _ in parts]), part))
-        run_update, self._pending, self._pending_run = dict(self._pending_run) or None, [], {}
-        self._flushes += 1
-        self._write_segments(segments, run_update)
+        """Have the writer process write everything queued now."""
+        if self.run_id is not None and self._writer.running:
+            self._writer.call("write_pending")
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -638,80 +499,11 @@ class DynamicsRecorder(L.Callback):
         self._flush()
         self._writer.drain()
 
-    def _write_segments(
-        self, segments: list[tuple[str, pa.Table, str]], run_update: dict[str, Any] | None = None
-    ) -> None:
-        """Writer thread: encode and write the segments, then update run.json."""
-        store = self.store
-        for table_name, table, part in segments:
-            store.write_segment(self.run_id, table_name, table, part)
-        if run_update:
-            store.update_run(self.run_id, **run_update)
-
     def _write_grand(self, trainer: L.Trainer, part: str) -> None:
         rows = self.grand.take_rows()
         if rows is None or len(rows["sample_id"]) == 0:
             return
-        self._writer.submit(self.store.write_segment, self.run_id, "grand", pa.table(rows), part)
-
-    def _epoch_row(
-        self, epoch: int, split: str, loss_sum: float, correct_sum: int, count: int, rank: int, now: dt.datetime
-    ) -> tuple[str, pa.Table, int]:
-        row = pa.table(
-            {
-                "epoch": [epoch],
-                "split": [split],
-                "loss_sum": [loss_sum],
-                "correct_sum": [correct_sum],
-                "num_samples": [count],
-                "rank": [rank],
-                "time": pa.array([now], pa.timestamp("us", tz="UTC")),
-            }
-        )
-        return "epochs", row, epoch
-
-    def _step_segments(self, arrays: dict[str, Any], epoch: int) -> list[tuple[str, pa.Table, int]]:
-        step_numbers = arrays["step_numbers"]
-        losses = arrays["step_losses"]
-        grad_norm = np.full(len(step_numbers), np.nan, dtype=np.float32)
-        lr = np.full(len(step_numbers), np.nan, dtype=np.float64)
-        per_layer = arrays["per_layer_sq"]
-        segments = []
-        if per_layer is not None:
-            norm_steps = arrays["grad_norm_steps"]
-            # on_before_optimizer_step sees the global_step of the batch that made the grads
-            if len(step_numbers) and len(norm_steps):
-                order = np.argsort(step_numbers, kind="stable")
-                found = np.clip(np.searchsorted(step_numbers[order], norm_steps), 0, len(order) - 1)
-                position = order[found]
-                hit = step_numbers[position] == norm_steps
-                grad_norm[position[hit]] = np.sqrt(per_layer[hit].sum(axis=1))
-                lr[position[hit]] = arrays["lrs"][hit]
-            segments.append((
-                "layer_grad_norms",
-                pa.table(
-                    {
-                        "step": np.repeat(norm_steps, len(self._layers)),
-                        "layer": np.tile(np.asarray(self._layers, dtype=object), len(norm_steps)),
-                        "grad_norm": np.sqrt(per_layer).reshape(-1).astype(np.float32),
-                    }
-                ),
-                epoch,
-            ))
-        segments.append((
-            "steps",
-            pa.table(
-                {
-                    "step": step_numbers,
-                    "epoch": np.full(len(step_numbers), epoch, dtype=np.int32),
-                    "loss": losses,
-                    "grad_norm": grad_norm,
-                    "lr": lr,
-                }
-            ),
-            epoch,
-        ))
-        return segments
+        self._writer.call("write_segment", "grand", pa.table(rows), part)
 
     # -- end of training -----------------------------------------------------------------
 
