@@ -2,12 +2,10 @@
 applied to variants of ``DynamicsRecorder`` that each leave one part out.
 
 - ``full``: the recorder as shipped;
-- ``no-writes``: the writer thread gets nothing (no scores, tables or files);
+- ``no-writes``: the epoch's arrays are gathered but not handed to the writer process
+  (no hand-over, scores, tables or files);
 - ``per-step only``: nothing at the end of an epoch (buffers dropped);
-- ``no grad norms``: ``record_grad_norms=False``;
-- ``handoff only``: instead of the writer thread's work, the epoch's host arrays are only
-  pickled (protocol 5) to a file: what handing them to a child-process writer would cost
-  the training process.
+- ``no grad norms``: ``record_grad_norms=False``.
 
 The variants exist only to measure; a recorder without writes records nothing.
 
@@ -17,7 +15,6 @@ The variants exist only to measure; a recorder without writes records nothing.
 from __future__ import annotations
 
 import argparse
-import pickle
 import statistics
 import tempfile
 from pathlib import Path
@@ -32,24 +29,18 @@ from training.tasks import load_task
 class NoWrites(DynamicsRecorder):
     def on_train_start(self, trainer, pl_module):
         super().on_train_start(trainer, pl_module)
-        self._writer.submit = lambda *args, **kwargs: None
+        call = self._writer.call
+
+        def drop(method, *args):
+            if method in ("configure", "sync"):
+                call(method, *args)
+
+        self._writer.call = drop
 
 
 class PerStepOnly(DynamicsRecorder):
     def on_train_epoch_end(self, trainer, pl_module):
         self._reset_epoch_buffers()
-
-
-class HandoffOnly(DynamicsRecorder):
-    def on_train_start(self, trainer, pl_module):
-        super().on_train_start(trainer, pl_module)
-
-        def submit(function, *args, **kwargs):
-            if getattr(function, "__name__", "") == "_record_epoch":
-                with open(self.store_path / f"handoff-{args[2]}.pkl", "wb") as handle:
-                    pickle.dump(args[0], handle, protocol=5)
-
-        self._writer.submit = submit
 
 
 class NoGradNorms(DynamicsRecorder):
@@ -62,7 +53,6 @@ VARIANTS = {
     "no-writes": NoWrites,
     "per-step only": PerStepOnly,
     "no grad norms": NoGradNorms,
-    "handoff only": HandoffOnly,
 }
 
 

@@ -6,7 +6,7 @@ a few per cent. Instead each fit interleaves recorded and plain epochs: the reco
 behind a gate that forwards Lightning's per-epoch and per-step hooks to it only in every
 other block of ``--block`` epochs (plain, plain, recorded, recorded, ...). Only the last
 epoch of each block is timed, so a recorded block's timed epoch carries the writes the
-previous recorded epoch left to the writer thread (steady state), and a plain block's timed
+previous recorded epoch left to the writer process (steady state), and a plain block's timed
 epoch carries none. Each timed recorded epoch is divided by the mean of the timed plain
 epochs on either side of it; the headline is the median of those ratios with its
 interquartile range and a 95 % confidence interval of the median (order statistics).

@@ -281,7 +281,7 @@ def test_a_checkpoint_writes_what_it_says_was_recorded(tmp_path):
     recorder = DynamicsRecorder(tmp_path / "store", task="tiny", flush_secs=3600)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
     probe = TablesAtEpochEnd(recorder)
-    fit = trainer(recorder, 2, enable_checkpointing=True)
+    fit = trainer(recorder, 2, enable_checkpointing=True, default_root_dir=tmp_path)
     fit.callbacks += [checkpoint, probe]  # Lightning runs checkpoint callbacks last
     train_loader, _ = loaders(tiny_data())
     fit.fit(tiny_module(), train_loader)
