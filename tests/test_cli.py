@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -190,6 +191,37 @@ def test_another_process_reads_the_store_while_a_run_writes(tmp_path):
     assert len(set(seen_epochs)) >= 2  # it saw the run grow
     (run_id,) = store.run_ids()
     assert len(dynamics(store, run_id)) == 25 * 4000
+
+
+def test_ctrl_c_keeps_what_was_recorded_and_says_so(tmp_path):
+    # Ctrl-C in a terminal signals the whole process group: trainer and writer process.
+    store_path = tmp_path / "store"
+    training = subprocess.Popen(
+        [*TRAINMAP, "train", "--task", "mnist1d", "--model", "mlp", "--epochs", "500", "--no-progress", "--store", str(store_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
+    )
+    store = Store(store_path)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and training.poll() is None:
+            run_ids = store.run_ids() if store_path.exists() else []
+            if run_ids and store.run_info(run_ids[0]).get("epochs_done", 0) >= 2:
+                break
+            time.sleep(0.1)
+        os.killpg(training.pid, signal.SIGINT)
+    finally:
+        stdout, stderr = training.communicate(timeout=120)
+    assert training.returncode == 130, stderr[-2000:]
+    assert stderr.strip().endswith("trainmap: interrupted")
+    (run_id,) = store.run_ids()
+    info = store.run_info(run_id)
+    assert info["status"] == "failed" and "KeyboardInterrupt" in info["error"]
+    done = info["epochs_done"]
+    assert 2 <= done < 500
+    rows = dynamics(store, run_id)
+    # every epoch it counts as done is there, complete (the writer outlived the Ctrl-C)
+    assert (rows.groupby("epoch").size().reindex(range(done)) == 4000).all()
+    assert len(epoch_metrics(store, run_id)) >= done
 
 
 @pytest.mark.slow

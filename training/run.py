@@ -187,7 +187,15 @@ def train(config: TrainConfig) -> str:
         num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=reload_every,
     )
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    try:
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    except SystemExit:
+        # Lightning answers Ctrl-C by recording the interruption (the recorder marks the
+        # run failed and writes what it has) and then sys.exit(1). Say it was an interrupt,
+        # so the CLI reports it as one (exit status 130) instead of failing silently.
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     if recorder.run_id is None:
         raise RuntimeError("training did not start; no run was recorded")
     if trainer.interrupted and trainer.is_global_zero:
