@@ -6,7 +6,6 @@ training batch's forward pass before the update.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
