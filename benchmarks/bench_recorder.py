@@ -11,7 +11,8 @@ epoch carries none. Each timed recorded epoch is divided by the mean of the time
 epochs on either side of it; the headline is the median of those ratios with its
 interquartile range and a 95 % confidence interval of the median (order statistics).
 
-A second recorder variant skips the per-step gradient norms (``record_grad_norms=False``),
+The recorder runs with its defaults (gradient norms every 10th step), with gradient norms
+every step (``grad_norm_every_n_steps=1``) and without them (``record_grad_norms=False``),
 to show their share. An A/A control runs the same design with a gate around a callback that does nothing: its
 ratio shows what the method reports when there is no overhead at all.
 
@@ -192,7 +193,12 @@ def main() -> None:
     args = parse_gated_arguments(parser)
     task = load_task("mnist1d")
     variants = {
-        "recorder": lambda store, model_name: DynamicsRecorder(store, task="mnist1d", model_name=model_name),
+        "recorder (defaults: gradient norms every 10th step)": lambda store, model_name: DynamicsRecorder(
+            store, task="mnist1d", model_name=model_name
+        ),
+        "recorder, gradient norms every step": lambda store, model_name: DynamicsRecorder(
+            store, task="mnist1d", model_name=model_name, grad_norm_every_n_steps=1
+        ),
         "recorder, record_grad_norms=False": lambda store, model_name: DynamicsRecorder(
             store, task="mnist1d", model_name=model_name, record_grad_norms=False
         ),

@@ -55,8 +55,13 @@ def epoch_figure(epochs: pd.DataFrame, metric: str) -> go.Figure:
 def step_figure(steps: pd.DataFrame, column: str, title: str, note: str = "",
                 log_y: bool = False) -> go.Figure:
     """One per-step series (loss, gradient norm, learning rate) against the step."""
-    figure = go.Figure(go.Scattergl(x=steps["step"], y=steps[column], mode="lines", name=column))
+    # gradient norms are recorded every n-th step only: draw the recorded ones, joined
+    recorded = steps.loc[steps[column].notna()] if column in steps else steps
+    figure = go.Figure(go.Scattergl(x=recorded["step"], y=recorded[column], mode="lines", name=column))
     figure.update_layout(title=_title(title, note), showlegend=False, **LAYOUT)
+    if recorded.empty and not steps.empty:  # e.g. a run recorded with --grad-norm-every 0
+        figure.add_annotation(text="not recorded in this run", showarrow=False, xref="paper", yref="paper",
+                              x=0.5, y=0.5)
     figure.update_xaxes(title_text="step")
     figure.update_yaxes(title_text=column.replace("_", " "), type="log" if log_y else "linear")
     return figure

@@ -101,6 +101,8 @@ def rerun_args(
         if not lr > 0:
             raise LaunchError(f"learning rate must be positive, got {lr}")
         args += ["--lr", repr(lr)]
+    if parent_config.get("grad_norm_every") is not None:  # the parent's sampling of gradient norms
+        args += ["--grad-norm-every", str(_int(parent_config["grad_norm_every"], "gradient-norm interval", 0))]
     if keep_steps:
         args.append("--keep-steps")
     return args

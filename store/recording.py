@@ -164,32 +164,27 @@ class RunWriter:
         losses = buffers["step_losses"]
         out["step_losses"] = losses if losses is not None else np.zeros(0, dtype=np.float32)
         out["per_layer_sq"] = None
+        out["lr_steps"] = np.asarray(buffers.get("lr_steps", ()), dtype=np.int64)
+        out["lrs"] = np.asarray(buffers.get("lrs", ()), dtype=np.float64)
         if buffers["parameter_norms"] is not None:
             per_parameter = np.square(buffers["parameter_norms"])  # [steps, parameters]
             per_layer = np.zeros((len(per_parameter), len(self.layers)), dtype=np.float64)
             np.add.at(per_layer.T, self.layer_owner, per_parameter.T)
             out["per_layer_sq"] = per_layer  # [steps, layers]
             out["grad_norm_steps"] = np.asarray(buffers["grad_norm_steps"], dtype=np.int64)
-            out["lrs"] = np.asarray(buffers["lrs"], dtype=np.float64)
         return out
 
     def step_segments(self, arrays: dict[str, Any], epoch: int) -> list[tuple[str, pa.Table, int]]:
         step_numbers = arrays["step_numbers"]
         losses = arrays["step_losses"]
         grad_norm = np.full(len(step_numbers), np.nan, dtype=np.float32)
-        lr = np.full(len(step_numbers), np.nan, dtype=np.float64)
+        lr = _at_steps(step_numbers, arrays["lr_steps"], arrays["lrs"])
         per_layer = arrays["per_layer_sq"]
         segments = []
         if per_layer is not None:
             norm_steps = arrays["grad_norm_steps"]
             # on_before_optimizer_step sees the global_step of the batch that made the grads
-            if len(step_numbers) and len(norm_steps):
-                order = np.argsort(step_numbers, kind="stable")
-                found = np.clip(np.searchsorted(step_numbers[order], norm_steps), 0, len(order) - 1)
-                position = order[found]
-                hit = step_numbers[position] == norm_steps
-                grad_norm[position[hit]] = np.sqrt(per_layer[hit].sum(axis=1))
-                lr[position[hit]] = arrays["lrs"][hit]
+            grad_norm = _at_steps(step_numbers, norm_steps, np.sqrt(per_layer.sum(axis=1))).astype(np.float32)
             segments.append((
                 "layer_grad_norms",
                 pa.table(
@@ -208,8 +203,9 @@ class RunWriter:
                     "step": step_numbers,
                     "epoch": np.full(len(step_numbers), epoch, dtype=np.int32),
                     "loss": losses,
-                    "grad_norm": grad_norm,
-                    "lr": lr,
+                    # null, not NaN, where not recorded: SQL aggregates skip nulls
+                    "grad_norm": pa.array(grad_norm, mask=np.isnan(grad_norm)),
+                    "lr": pa.array(lr, mask=np.isnan(lr)),
                 }
             ),
             epoch,
@@ -241,6 +237,18 @@ class RunWriter:
 
     def write_segment(self, table_name: str, table: pa.Table, part: str) -> None:
         self.store.write_segment(self.run_id, table_name, table, part)
+
+
+def _at_steps(steps: np.ndarray, value_steps: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (recorded at ``value_steps``) placed at ``steps``; NaN where none."""
+    out = np.full(len(steps), np.nan, dtype=np.float64)
+    if len(steps) and len(value_steps):
+        order = np.argsort(steps, kind="stable")
+        found = np.clip(np.searchsorted(steps[order], value_steps), 0, len(order) - 1)
+        position = order[found]
+        hit = steps[position] == value_steps
+        out[position[hit]] = np.asarray(values, dtype=np.float64)[hit]
+    return out
 
 
 def epoch_row(

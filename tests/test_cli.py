@@ -48,6 +48,7 @@ def test_train_records_a_finished_run(trained):
     assert info["status"] == "finished" and info["epochs_done"] == 3
     assert info["name"] == "cli-run" and info["task"] == "mnist1d" and info["model"] == "mlp"
     assert info["config"]["label_noise"] == 0.2
+    assert info["config"]["grad_norm_every"] == 10
     summary = run_summary(store, run_id)
     assert len(summary) == 4000
     assert summary["label_noisy"].sum() == 800  # exactly round(0.2 * 4000) flipped
@@ -95,6 +96,8 @@ BAD_INPUTS = [
     (["train", "--label-noise", "1.0"], "label noise must be in [0, 1), got 1.0"),
     (["train", "--label-noise", "-0.1"], "label noise must be in [0, 1)"),
     (["train", "--label-noise", "lots"], "expected a number in [0, 1), got 'lots'"),
+    (["train", "--grad-norm-every", "-1"], "expected a non-negative integer, got -1"),
+    (["train", "--grad-norm-every", "often"], "expected a non-negative integer, got 'often'"),
     (["scores", "--run", "no-such-run"], "run 'no-such-run' not found"),
     (["dynamics", "--run", "no-such-run"], "run 'no-such-run' not found"),
     (["scores", "--run", "RUN", "-o", "scores.xlsx"], "unknown extension '.xlsx'"),

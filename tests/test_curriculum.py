@@ -392,6 +392,9 @@ def test_launch_path_is_torch_free_and_validates():
                                __file__, store="/tmp/s", name="r1", keep_steps=True)
     assert args[:8] == ["train", "--task", "mnist1d", "--model", "mlp", "--epochs", "3", "--seed"]
     assert "--keep-steps" in args and args[args.index("--label-noise") + 1] == "0.2"
+    assert "--grad-norm-every" not in args  # a parent recorded before the option: the default
+    args = launcher.rerun_args({"task": "mnist1d", "model": "mlp", "grad_norm_every": 1}, __file__, store="/tmp/s", name="r2")
+    assert args[args.index("--grad-norm-every") + 1] == "1"
 
 
 @pytest.mark.slow

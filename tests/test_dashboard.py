@@ -224,6 +224,17 @@ def test_data_map_figure_marks_flipped_labels_and_says_it_is_sampled():
     assert "showing" not in charts.data_map_figure(points, "aum").layout.title.text
 
 
+def test_step_figure_joins_sampled_gradient_norms_and_says_when_there_are_none():
+    steps = pd.DataFrame({"step": range(6), "loss": [2.0, 1.8, 1.5, 1.4, 1.2, 1.1],
+                          "grad_norm": [3.0, np.nan, np.nan, 2.0, np.nan, np.nan], "lr": [0.1] * 6})
+    norms = charts.step_figure(steps, "grad_norm", "Gradient norm", log_y=True)
+    assert list(norms.data[0].x) == [0, 3] and list(norms.data[0].y) == [3.0, 2.0]
+    assert not norms.layout.annotations
+    assert list(charts.step_figure(steps, "loss", "Loss").data[0].x) == list(range(6))
+    none = charts.step_figure(steps.assign(grad_norm=np.nan), "grad_norm", "Gradient norm")
+    assert len(none.data[0].x) == 0 and none.layout.annotations[0].text == "not recorded in this run"
+
+
 def test_histogram_and_forgetting_figures():
     bins = pd.DataFrame({"bin_start": [0.0, 0.5], "bin_end": [0.5, 1.0], "samples": [10, 4],
                          "flipped": [1, 3]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,12 +81,14 @@ def test_records_every_presentation_once_per_epoch(tmp_path):
     assert metrics["val_accuracy"].between(0, 1).all()
     step_rows = steps(store, recorder.run_id)
     assert len(step_rows) == 3 * int(np.ceil(NUM_SAMPLES / 8))
-    assert (step_rows["grad_norm"] > 0).all() and (step_rows["lr"] > 0).all()
+    assert (step_rows["lr"] > 0).all()
+    recorded = step_rows.loc[step_rows["grad_norm"].notna()]  # every 10th step by default
+    assert recorded["step"].tolist() == [0, 10, 20] and (recorded["grad_norm"] > 0).all()
     layers = layer_grad_norms(store, recorder.run_id)
     assert set(layers["layer"]) == {"model.0", "model.2"}
     # the global norm is the root of the sum of squared per-layer norms
     per_step = layers.groupby("step")["grad_norm"].apply(lambda v: float(np.sqrt((v.astype(float) ** 2).sum())))
-    assert np.allclose(step_rows.set_index("step")["grad_norm"].sort_index(), per_step.sort_index(), rtol=1e-4)
+    assert np.allclose(recorded.set_index("step")["grad_norm"].sort_index(), per_step.sort_index(), rtol=1e-4)
     summary = run_summary(store, recorder.run_id)
     assert len(summary) == NUM_SAMPLES and (summary["presentations"] == 3).all()
 
@@ -217,23 +220,54 @@ class GradNormReference(L.Callback):
         self.lrs[trainer.global_step] = optimizer.param_groups[0]["lr"]
 
 
-def test_step_gradient_norms_and_learning_rate_are_exact(tmp_path):
-    recorder, reference = DynamicsRecorder(tmp_path / "store", task="tiny"), GradNormReference()
+@pytest.mark.parametrize("every", [1, 4])
+def test_step_gradient_norms_and_learning_rate_are_exact(tmp_path, every):
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny", grad_norm_every_n_steps=every)
+    reference = GradNormReference()
     train_loader, _ = loaders(tiny_data())
     fit = trainer(recorder, 3)
     fit.callbacks.append(reference)
     fit.fit(tiny_module(), train_loader)
     store = Store(tmp_path / "store")
+    sampled = list(range(0, 21, every))  # 7 steps per epoch (51 / 8), 3 epochs
     per_layer = layer_grad_norms(store, recorder.run_id)
-    assert len(per_layer) == 2 * 3 * 7  # two Linear layers, 7 steps per epoch (51 / 8)
+    assert sorted(set(per_layer["step"])) == sampled
+    assert len(per_layer) == 2 * len(sampled)  # two Linear layers
     expected = per_layer.apply(lambda r: reference.layers[r["step"]][r["layer"]], axis=1)
     np.testing.assert_allclose(per_layer["grad_norm"], expected, rtol=1e-5)
     rows = steps(store, recorder.run_id).set_index("step")
     assert list(rows.index) == list(range(21))
-    global_norm = [sum(v**2 for v in reference.layers[s].values()) ** 0.5 for s in rows.index]
-    np.testing.assert_allclose(rows["grad_norm"], global_norm, rtol=1e-5)
+    assert list(rows.index[rows["grad_norm"].notna()]) == sampled
+    global_norm = [sum(v**2 for v in reference.layers[s].values()) ** 0.5 for s in sampled]
+    np.testing.assert_allclose(rows.loc[sampled, "grad_norm"], global_norm, rtol=1e-5)
+    # the learning rate at every step, whatever the norms' interval
     np.testing.assert_allclose(rows["lr"], [reference.lrs[s] for s in rows.index])
     assert (rows["lr"].diff().dropna() != 0).any()  # the one-cycle schedule moves it
+    # unrecorded norms are SQL nulls, so DuckDB's aggregates skip them
+    files = [str(path) for path in store.table_files(recorder.run_id, "steps")]
+    nulls, mean = duckdb.connect().execute(
+        "SELECT count(*) FILTER (WHERE grad_norm IS NULL), avg(grad_norm) FROM read_parquet($files)",
+        {"files": files},
+    ).fetchone()
+    assert nulls == 21 - len(sampled)
+    assert mean == pytest.approx(np.mean(global_norm), rel=1e-5)
+
+
+def test_no_gradient_norms_still_records_the_learning_rate(tmp_path):
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny", record_grad_norms=False)
+    train_loader, _ = loaders(tiny_data())
+    trainer(recorder, 1).fit(tiny_module(), train_loader)
+    store = Store(tmp_path / "store")
+    rows = steps(store, recorder.run_id)
+    assert len(rows) == 7 and rows["grad_norm"].isna().all()
+    assert rows["lr"].notna().all() and (rows["lr"] > 0).all()
+    assert layer_grad_norms(store, recorder.run_id).empty
+
+
+@pytest.mark.parametrize("every", [0, -1, 2.5, True])
+def test_grad_norm_every_n_steps_must_be_a_positive_integer(tmp_path, every):
+    with pytest.raises(ValueError, match="grad_norm_every_n_steps must be a positive integer"):
+        DynamicsRecorder(tmp_path / "store", grad_norm_every_n_steps=every)
 
 
 class TablesAtEpochEnd(L.Callback):
@@ -258,7 +292,7 @@ class TablesAtEpochEnd(L.Callback):
 
 @pytest.mark.parametrize("flush_secs", [0, 3600])
 def test_when_each_table_becomes_readable(tmp_path, flush_secs):
-    recorder = DynamicsRecorder(tmp_path / "store", task="tiny", flush_secs=flush_secs)
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny", flush_secs=flush_secs, grad_norm_every_n_steps=1)
     probe = TablesAtEpochEnd(recorder)
     fit = trainer(recorder, 3)
     fit.callbacks.append(probe)
@@ -294,14 +328,14 @@ def test_resuming_from_an_earlier_checkpoint_drops_the_rows_recorded_after_it(tm
     dataset = tiny_data()
     train_loader, val_loader = loaders(dataset)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
-    recorder = DynamicsRecorder(tmp_path / "store", task="tiny")
+    recorder = DynamicsRecorder(tmp_path / "store", task="tiny", grad_norm_every_n_steps=1)
     first = L.Trainer(
         max_epochs=3, accelerator="cpu", devices=1, callbacks=[recorder, checkpoint], logger=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
     first.fit(tiny_module(ConstantLR), train_loader, val_loader)
     after_epoch_0 = next((tmp_path / "ckpt").glob("epoch=0-*.ckpt"))
-    resumed = DynamicsRecorder(tmp_path / "store", task="tiny")
+    resumed = DynamicsRecorder(tmp_path / "store", task="tiny", grad_norm_every_n_steps=1)
     trainer(resumed, 2).fit(tiny_module(ConstantLR), train_loader, val_loader, ckpt_path=str(after_epoch_0))
     assert resumed.run_id == recorder.run_id
     store = Store(tmp_path / "store")

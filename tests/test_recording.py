@@ -35,6 +35,7 @@ def epoch_buffers(n: int, classes: int = 10, steps_per_epoch: int = 4, first_ste
         "step_numbers": step_numbers,
         "grad_norm_steps": step_numbers,
         "lrs": [0.1] * steps_per_epoch,
+        "lr_steps": step_numbers,
         "weight": None,
         "feature_sqnorm": None,
         "step_losses": rng.random(steps_per_epoch).astype(np.float32),

@@ -105,7 +105,14 @@ class DynamicsRecorder(L.Callback):
             ``original_label, label_noisy``; without it the labels seen in training are
             recorded, with no noise flags.
         parent_run_id, curriculum: lineage of a rerun.
-        record_grad_norms: record global and per-layer gradient norms every step.
+        record_grad_norms: record global and per-layer gradient norms (``False``: none).
+        grad_norm_every_n_steps: the gradient norms are computed at the steps whose
+            ``global_step`` is a multiple of this (``1``: every step); the other steps' rows
+            carry a null ``grad_norm``. Loss and learning rate are recorded every step.
+            Like Lightning's ``log_every_n_steps``: the norms read every gradient value
+            (~15 us for the MNIST-1D MLP's 78,000), so on a 2-core CPU the recorder adds
+            5.8 % to that model's epoch with norms at every step, 2.5 % at every 10th
+            and 0.5 % without them (benchmarks/results/recorder.md).
         dataset_key: name of the inputs table in ``<store>/datasets`` (for the dashboard).
         grand: optional ``training.grand.GrandRecording``: exact per-sample gradient norms
             on its schedule (table ``grand``) and the last-layer approximation
@@ -133,11 +140,15 @@ class DynamicsRecorder(L.Callback):
         parent_run_id: str | None = None,
         curriculum: str | None = None,
         record_grad_norms: bool = True,
+        grad_norm_every_n_steps: int = 10,
         dataset_key: str | None = None,
         grand: Any | None = None,
         flush_secs: float = 1.0,
     ) -> None:
         super().__init__()
+        if isinstance(grad_norm_every_n_steps, bool) or not isinstance(grad_norm_every_n_steps, int) \
+                or grad_norm_every_n_steps < 1:
+            raise ValueError(f"grad_norm_every_n_steps must be a positive integer, got {grad_norm_every_n_steps!r}")
         if not flush_secs >= 0:
             raise ValueError(f"flush_secs must be >= 0 seconds, got {flush_secs!r}")
         self.flush_secs = float(flush_secs)
@@ -153,6 +164,7 @@ class DynamicsRecorder(L.Callback):
         self.parent_run_id = parent_run_id
         self.curriculum = curriculum
         self.record_grad_norms = record_grad_norms
+        self.grad_norm_every_n_steps = grad_norm_every_n_steps
         self.dataset_key = dataset_key
         self.grand = grand
         self.run_id: str | None = None
@@ -211,6 +223,7 @@ class DynamicsRecorder(L.Callback):
         self._grad_norm_steps: list[int] = []
         self._layer_norms: list[Tensor] = []
         self._lrs: list[float] = []
+        self._lr_steps: list[int] = []
         self._feature_sqnorms: list[Tensor | None] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -331,15 +344,19 @@ class DynamicsRecorder(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if not self.record_grad_norms or not self._is_global_zero:
+        if not self._is_global_zero:
+            return
+        self._lrs.append(optimizer.param_groups[0]["lr"])
+        self._lr_steps.append(self._batch_step)
+        if not self.record_grad_norms or self._batch_step % self.grad_norm_every_n_steps:
             return
         grads = [p.grad for p in self._parameters]
         if not grads:
             return
-        # One call and no host sync (the norms stay tensors until the epoch ends): ~25 us
-        # per step for the MNIST-1D MLP (6 parameters), about 1.4 % of its epoch
-        # (benchmarks/results/recorder.md); a BLAS or NumPy dot per parameter, torch.cat,
-        # and inference_mode around it all measured slower.
+        # One call and no host sync (the norms stay tensors until the epoch ends): ~15-25 us
+        # per step for the MNIST-1D MLP (6 parameters, 78,000 gradient values), mostly the
+        # arithmetic itself; a BLAS or NumPy dot per parameter, torch.cat, and
+        # inference_mode around it all measured slower. Hence grad_norm_every_n_steps.
         try:
             norms = torch._foreach_norm(grads)
         except (TypeError, RuntimeError):  # a parameter without a gradient this step
@@ -347,7 +364,6 @@ class DynamicsRecorder(L.Callback):
             norms = torch._foreach_norm(grads)
         self._layer_norms.append(norms)
         self._grad_norm_steps.append(self._batch_step)
-        self._lrs.append(optimizer.param_groups[0]["lr"])
 
     # -- validation --------------------------------------------------------------------
 
@@ -465,6 +481,7 @@ class DynamicsRecorder(L.Callback):
                 "step_numbers": self._step_numbers,
                 "grad_norm_steps": self._grad_norm_steps,
                 "lrs": [float(v) for v in self._lrs],
+                "lr_steps": self._lr_steps,
                 "weight": None,
                 "feature_sqnorm": None,
                 "step_losses": None,

@@ -53,6 +53,7 @@ class TrainConfig:
     keep_steps: bool = False
     grand: str | None = None
     progress: bool = True
+    grad_norm_every: int = 10  # gradient norms every N steps; 0: none
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field and what was expected."""
@@ -70,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if self.grad_norm_every < 0:
+            raise ValueError(f"grad_norm_every must be >= 0 steps (0: none), got {self.grad_norm_every}")
         if self.devices < 1:
             raise ValueError(f"devices must be a positive integer, got {self.devices}")
         if self.strategy not in STRATEGIES:
@@ -172,6 +175,8 @@ def train(config: TrainConfig) -> str:
         curriculum=curriculum_name,
         dataset_key=config.task,
         grand=grand_recording,
+        record_grad_norms=config.grad_norm_every > 0,
+        grad_norm_every_n_steps=max(config.grad_norm_every, 1),
     )
     trainer = L.Trainer(
         max_epochs=config.epochs,
