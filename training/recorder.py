@@ -111,8 +111,8 @@ class DynamicsRecorder(L.Callback):
             carry a null ``grad_norm``. Loss and learning rate are recorded every step.
             Like Lightning's ``log_every_n_steps``: the norms read every gradient value
             (~15 us for the MNIST-1D MLP's 78,000), so on a 2-core CPU the recorder adds
-            5.8 % to that model's epoch with norms at every step, 2.5 % at every 10th
-            and 0.5 % without them (benchmarks/results/recorder.md).
+            5.2-5.8 % to that model's epoch with norms at every step, 2.3-2.5 % at every
+            10th and 0.5-1.8 % without them (two runs, benchmarks/results/recorder.md).
         dataset_key: name of the inputs table in ``<store>/datasets`` (for the dashboard).
         grand: optional ``training.grand.GrandRecording``: exact per-sample gradient norms
             on its schedule (table ``grand``) and the last-layer approximation
