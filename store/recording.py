@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from store.errors import StoreError
-from store.layout import Store
+from store.layout import Store, utc_now
 
 #: Presentation columns computed per epoch (epoch and rank are added).
 PRESENTATION_COLUMNS = (
@@ -238,6 +238,23 @@ class RunWriter:
     def write_segment(self, table_name: str, table: pa.Table, part: str) -> None:
         self.store.write_segment(self.run_id, table_name, table, part)
 
+    def abandoned_by(self, pid: int) -> None:
+        """The training process ``pid`` ended without closing this writer (killed, out of
+        memory): mark the run failed if it still says "running" under that process, so
+        that no listing shows it running forever. A resumed run (another pid) is left
+        alone, and so is every rank but the one that owns run.json."""
+        info = self.store.run_info(self.run_id)
+        if info.get("status") != "running" or info.get("pid") != pid:
+            return
+        epochs = int(info.get("epochs_done") or 0)
+        self.store.update_run(
+            self.run_id,
+            status="failed",
+            error=f"the training process (pid {pid}) ended without finishing the run (killed, or out of "
+            f"memory?); the {epochs} epoch(s) it recorded are kept",
+            finished_at=utc_now(),
+        )
+
 
 def _at_steps(steps: np.ndarray, value_steps: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``values`` (recorded at ``value_steps``) placed at ``steps``; NaN where none."""
@@ -318,7 +335,8 @@ class WriterProcess:
     ``drain()`` waits until the child has run every call so far and raises ``StoreError``
     with the first error it met since the last drain; ``close()`` drains and ends the
     child. If the training process dies, the child still writes what it was handed and
-    what was queued, then exits (end of file on its stdin). The child ignores SIGINT, so
+    what was queued, marks a run that process left "running" as failed, then exits (end of
+    file on its stdin without ``close``). The child ignores SIGINT, so
     that Ctrl-C in a terminal interrupts training and not the writing of its last rows.
     """
 
@@ -343,7 +361,7 @@ class WriterProcess:
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self._spool = Path(tempfile.mkdtemp(prefix="trainmap-writer-"))
         self._process = subprocess.Popen(
-            [sys.executable, "-c", "from store.recording import serve; serve()", str(self._spool)],
+            [sys.executable, "-c", "from store.recording import serve; serve()", str(self._spool), str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -400,7 +418,8 @@ class WriterProcess:
                 self.drain()
         finally:
             process, self._process = self._process, None
-            try:
+            try:  # an orderly end: the child leaves the run's status to this process
+                _write(process.stdin, _encode(("@close", ())))
                 process.stdin.close()
             except OSError:
                 pass
@@ -434,8 +453,10 @@ def serve() -> None:
         pass
     spool = Path(sys.argv[1])
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    parent = int(sys.argv[2])  # the training process (it may be gone before this runs)
     writer: RunWriter | None = None
     error: str | None = None
+    closed = False
     while True:
         try:
             method, args = _read_frame(stdin)
@@ -446,6 +467,9 @@ def serve() -> None:
             with open(path, "rb") as handle:
                 method, args = _read_frame(handle)
             path.unlink()
+        if method == "@close":
+            closed = True
+            continue
         if method == "sync":
             _write(stdout, _encode(error))
             error = None
@@ -458,9 +482,11 @@ def serve() -> None:
         except Exception as exc:  # reported at the next sync, in the training process
             traceback.print_exc()
             error = error or f"{type(exc).__name__}: {exc}"
-    if writer is not None:  # the training process went away without closing: keep what it sent
+    if writer is not None:  # what is still queued; if the training process went away, keep what it sent
         try:
             writer.write_pending()
+            if not closed:
+                writer.abandoned_by(parent)
         except Exception:
             traceback.print_exc()
     shutil.rmtree(spool, ignore_errors=True)

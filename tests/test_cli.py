@@ -196,21 +196,27 @@ def test_another_process_reads_the_store_while_a_run_writes(tmp_path):
     assert len(dynamics(store, run_id)) == 25 * 4000
 
 
-def test_ctrl_c_keeps_what_was_recorded_and_says_so(tmp_path):
-    # Ctrl-C in a terminal signals the whole process group: trainer and writer process.
-    store_path = tmp_path / "store"
+def _train_until(store_path: Path, epochs_done: int, **output) -> tuple[subprocess.Popen, Store]:
+    """A 500-epoch MLP run in its own process group, once it has recorded ``epochs_done``."""
+    output = output or {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     training = subprocess.Popen(
         [*TRAINMAP, "train", "--task", "mnist1d", "--model", "mlp", "--epochs", "500", "--no-progress", "--store", str(store_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
+        cwd=REPO, start_new_session=True, **output,
     )
     store = Store(store_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and training.poll() is None:
+        run_ids = store.run_ids() if store_path.exists() else []
+        if run_ids and store.run_info(run_ids[0]).get("epochs_done", 0) >= epochs_done:
+            break
+        time.sleep(0.1)
+    return training, store
+
+
+def test_ctrl_c_keeps_what_was_recorded_and_says_so(tmp_path):
+    # Ctrl-C in a terminal signals the whole process group: trainer and writer process.
+    training, store = _train_until(tmp_path / "store", 2, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and training.poll() is None:
-            run_ids = store.run_ids() if store_path.exists() else []
-            if run_ids and store.run_info(run_ids[0]).get("epochs_done", 0) >= 2:
-                break
-            time.sleep(0.1)
         os.killpg(training.pid, signal.SIGINT)
     finally:
         stdout, stderr = training.communicate(timeout=120)
@@ -225,6 +231,29 @@ def test_ctrl_c_keeps_what_was_recorded_and_says_so(tmp_path):
     # every epoch it counts as done is there, complete (the writer outlived the Ctrl-C)
     assert (rows.groupby("epoch").size().reindex(range(done)) == 4000).all()
     assert len(epoch_metrics(store, run_id)) >= done
+
+
+def test_a_killed_run_is_marked_failed_and_keeps_its_epochs(tmp_path):
+    # SIGKILL (or the kernel's OOM killer) gives the trainer no chance to say anything:
+    # its writer process notices, writes what it was handed and marks the run failed.
+    training, store = _train_until(tmp_path / "store", 2)
+    try:
+        os.kill(training.pid, signal.SIGKILL)  # the trainer only, not its writer
+    finally:
+        training.wait(timeout=60)
+    (run_id,) = store.run_ids()
+    deadline = time.monotonic() + 60
+    while store.run_info(run_id)["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    info = store.run_info(run_id)
+    assert info["status"] == "failed", info
+    assert f"the training process (pid {training.pid}) ended without finishing the run" in info["error"]
+    done = info["epochs_done"]
+    assert 2 <= done < 500 and f"the {done} epoch(s) it recorded are kept" in info["error"]
+    rows = dynamics(store, run_id)
+    assert (rows.groupby("epoch").size().reindex(range(done)) == 4000).all()
+    listing = trainmap("runs", "--format", "json", store=tmp_path / "store")
+    assert json.loads(listing.stdout)[0]["status"] == "failed"
 
 
 @pytest.mark.slow

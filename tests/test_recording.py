@@ -78,6 +78,7 @@ def test_an_epoch_handed_over_is_scored_and_written(tmp_path):
     assert list(steps(store, run_id)["step"]) == list(range(8))
     assert store.run_info(run_id)["epochs_done"] == 2
     assert not spool.exists()  # payload files are removed
+    assert store.run_info(run_id)["status"] == "running"  # an orderly close leaves it to the trainer
 
 
 def test_an_error_in_the_writer_is_raised_at_the_next_drain(tmp_path):
@@ -122,16 +123,17 @@ def test_what_was_handed_over_is_written_after_the_training_process_is_killed(tm
         sys.path[:0] = [{str(ROOT)!r}, {str(Path(__file__).parent)!r}]
         from store import Store
         from test_recording import record, start
+        Store({str(store.root)!r}).update_run({run_id!r}, pid=os.getpid())  # as create_run does
         writer = start(Store({str(store.root)!r}), {run_id!r}, flush_secs=3600)
         record(writer, 0)
         record(writer, 1)  # the small tables of both epochs are only queued (flush_secs)
-        print(writer._process.pid, flush=True)
+        print(writer._process.pid, os.getpid(), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
     parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert parent.returncode == -signal.SIGKILL, parent.stderr
-    child = int(parent.stdout.split()[0])
+    child, parent_pid = (int(word) for word in parent.stdout.split()[:2])
     deadline = time.monotonic() + 60
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -139,7 +141,12 @@ def test_what_was_handed_over_is_written_after_the_training_process_is_killed(tm
     assert len(dynamics(store, run_id)) == 8000
     assert list(steps(store, run_id)["step"]) == list(range(8))
     assert list(epoch_metrics(store, run_id)["epoch"]) == [0, 1]
-    assert store.run_info(run_id)["epochs_done"] == 2
+    info = store.run_info(run_id)
+    assert info["epochs_done"] == 2
+    # and the run no longer claims to be running
+    assert info["status"] == "failed" and info["finished_at"], (info, parent.stderr)
+    assert f"the training process (pid {parent_pid}) ended without finishing the run" in info["error"]
+    assert "the 2 epoch(s) it recorded are kept" in info["error"]
 
 
 def _alive(pid: int) -> bool:
