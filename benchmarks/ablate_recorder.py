@@ -1,7 +1,8 @@
 """Where the recorder's overhead goes: the epoch-interleaved method of ``bench_recorder.py``
 applied to variants of ``DynamicsRecorder`` that each leave one part out.
 
-- ``full``: the recorder as shipped;
+- ``full``: the recorder as shipped (gradient norms every 10th step);
+- ``norms every step``: ``grad_norm_every_n_steps=1``;
 - ``no-writes``: the epoch's arrays are gathered but not handed to the writer process
   (no hand-over, scores, tables or files);
 - ``per-step only``: nothing at the end of an epoch (buffers dropped);
@@ -43,6 +44,11 @@ class PerStepOnly(DynamicsRecorder):
         self._reset_epoch_buffers()
 
 
+class NormsEveryStep(DynamicsRecorder):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, grad_norm_every_n_steps=1, **kwargs)
+
+
 class NoGradNorms(DynamicsRecorder):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, record_grad_norms=False, **kwargs)
@@ -50,6 +56,7 @@ class NoGradNorms(DynamicsRecorder):
 
 VARIANTS = {
     "full": DynamicsRecorder,
+    "norms every step": NormsEveryStep,
     "no-writes": NoWrites,
     "per-step only": PerStepOnly,
     "no grad norms": NoGradNorms,

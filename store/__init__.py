@@ -1,96 +1,71 @@
 """trainmap's store: run folders of Parquet segments, queried with DuckDB.
 
-The bottom layer: imports neither torch nor streamlit.
+The bottom layer: imports neither torch nor streamlit. The names below are imported on
+first use (PEP 562), so that a process that needs only ``store.layout`` (the recording
+writer process, ~0.1 s) does not pay for pandas, DuckDB and the curriculum code (~0.6 s).
 """
 
-from store.errors import RunNotFoundError, StoreError
-from store.curriculum import (
-    STRATEGIES,
-    Curriculum,
-    CurriculumError,
-    build_curriculum,
-    load_curriculum,
-    save_curriculum,
-)
-from store.layout import Store, default_store_path
-from store.queries import (
-    compact_run,
-    dynamics,
-    epoch_metrics,
-    run_summary,
-    runs_table,
-    sample_summary,
-    trajectory,
-)
-from store.scores import SCORES, ScoreSpec, cartography_region, hardness, rank_hardest
+from __future__ import annotations
 
-__all__ = [
-    "STRATEGIES",
-    "Curriculum",
-    "CurriculumError",
-    "build_curriculum",
-    "load_curriculum",
-    "save_curriculum",
-    "SCORES",
-    "RunNotFoundError",
-    "ScoreSpec",
-    "Store",
-    "StoreError",
-    "cartography_region",
-    "compact_run",
-    "default_store_path",
-    "dynamics",
-    "epoch_metrics",
-    "hardness",
-    "rank_hardest",
-    "run_summary",
-    "runs_table",
-    "sample_summary",
-    "trajectory",
-]
+import importlib
+from typing import Any
 
-# Dashboard views (aggregated DuckDB queries); imported here for ``from store import ...``.
-from store.queries import dataset_inputs, steps  # noqa: E402
-from store.views import (  # noqa: E402
-    Agreement,
-    Histogram,
-    Sampled,
-    data_map,
-    epoch_curves,
-    forgetting_counts,
-    hardest_samples,
-    recorded_scores,
-    region_counts,
-    run_version,
-    sample_count,
-    sample_id_range,
-    sample_record,
-    score_agreement,
-    score_histogram,
-    score_histograms,
-    step_curves,
-    summary_overview,
-)
+_EXPORTS = {
+    "RunNotFoundError": "store.errors",
+    "StoreError": "store.errors",
+    "STRATEGIES": "store.curriculum",
+    "Curriculum": "store.curriculum",
+    "CurriculumError": "store.curriculum",
+    "build_curriculum": "store.curriculum",
+    "load_curriculum": "store.curriculum",
+    "save_curriculum": "store.curriculum",
+    "Store": "store.layout",
+    "default_store_path": "store.layout",
+    "compact_run": "store.queries",
+    "dynamics": "store.queries",
+    "epoch_metrics": "store.queries",
+    "run_summary": "store.queries",
+    "runs_table": "store.queries",
+    "sample_summary": "store.queries",
+    "trajectory": "store.queries",
+    "SCORES": "store.scores",
+    "ScoreSpec": "store.scores",
+    "cartography_region": "store.scores",
+    "hardness": "store.scores",
+    "rank_hardest": "store.scores",
+    "dataset_inputs": "store.queries",
+    "steps": "store.queries",
+    "Agreement": "store.views",
+    "Histogram": "store.views",
+    "Sampled": "store.views",
+    "data_map": "store.views",
+    "epoch_curves": "store.views",
+    "forgetting_counts": "store.views",
+    "hardest_samples": "store.views",
+    "recorded_scores": "store.views",
+    "region_counts": "store.views",
+    "run_version": "store.views",
+    "sample_count": "store.views",
+    "sample_id_range": "store.views",
+    "sample_record": "store.views",
+    "score_agreement": "store.views",
+    "score_histogram": "store.views",
+    "score_histograms": "store.views",
+    "step_curves": "store.views",
+    "summary_overview": "store.views",
+}
 
-__all__ += [
-    "Agreement",
-    "Histogram",
-    "Sampled",
-    "data_map",
-    "dataset_inputs",
-    "epoch_curves",
-    "forgetting_counts",
-    "hardest_samples",
-    "recorded_scores",
-    "region_counts",
-    "run_version",
-    "sample_count",
-    "sample_id_range",
-    "sample_record",
-    "score_agreement",
-    "score_histogram",
-    "score_histograms",
-    "step_curves",
-    "steps",
-    "summary_overview",
-]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -159,3 +159,15 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_the_writer_process_imports_no_heavy_libraries():
+    # It starts while the first epoch trains, on the same cores: pandas, DuckDB and torch
+    # would triple its start-up CPU (store/__init__.py imports them lazily).
+    code = (
+        "import sys; from store.recording import serve; "
+        "print(','.join(m for m in ('torch', 'lightning', 'pandas', 'duckdb', 'streamlit') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

@@ -274,7 +274,7 @@ class DynamicsRecorder(L.Callback):
                 )
         self.run_id = trainer.strategy.broadcast(run_id, src=0)
         # The child process that scores and writes this rank's rows (store.recording);
-        # it starts (~0.5 s, lowest CPU priority) while the first epoch trains.
+        # it starts (~0.2 s, lowest CPU priority) while the first epoch trains.
         self._writer.start(
             store_path=str(self.store_path), run_id=self.run_id, layers=self._layers,
             layer_owner=self._layer_owner, flush_secs=self.flush_secs,
