@@ -165,8 +165,8 @@ class RunWriter:
         losses = buffers["step_losses"]
         out["step_losses"] = losses if losses is not None else np.zeros(0, dtype=np.float32)
         out["per_layer_sq"] = None
-        out["lr_steps"] = np.asarray(buffers.get("lr_steps", ()), dtype=np.int64)
-        out["lrs"] = np.asarray(buffers.get("lrs", ()), dtype=np.float64)
+        out["lr_steps"] = np.asarray(buffers["lr_steps"], dtype=np.int64)
+        out["lrs"] = np.asarray(buffers["lrs"], dtype=np.float64)
         if buffers["parameter_norms"] is not None:
             per_parameter = np.square(buffers["parameter_norms"])  # [steps, parameters]
             per_layer = np.zeros((len(per_parameter), len(self.layers)), dtype=np.float64)
