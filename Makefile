@@ -12,12 +12,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# `make ui` installs the dashboard and the training extra, so that a rerun launched from
+# the browser can train; `pip install .` alone is enough to browse and score a store.
 .make/install: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[train]'
 	@mkdir -p .make && touch $@
 
 .make/install-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[train,dev]'
 	@mkdir -p .make && touch $@ .make/install
 
 # Debian's Chromium for the browser test (never `playwright install`: it downloads).

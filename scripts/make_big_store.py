@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from store import Store  # noqa: E402
-from store.layout import write_parquet_atomic  # noqa: E402
+from store.files import write_parquet_atomic  # noqa: E402
 from store.queries import ALL_EPOCHS, query_run  # noqa: E402
 from store.schema import EPOCHS, LAYER_GRAD_NORMS, PRESENTATIONS, STEPS  # noqa: E402
 

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store import migrations
+from store.files import write_json_atomic, write_parquet_atomic
 from store.errors import RunNotFoundError, StoreError
 from store.schema import SAMPLES, SEGMENT_TABLES
 
@@ -56,39 +57,6 @@ def new_run_id() -> str:
     """Sortable by creation time, unique across processes: ``20261124-123005-3fa9c1``."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def write_parquet_atomic(path: Path, table: pa.Table, *, compact: bool = False, live: bool = False) -> None:
-    """Write ``table`` to a ``.tmp`` name the read globs do not match, then rename.
-
-    ``live=True`` is for the segments a run writes while it trains, in its writer process:
-    neither dictionaries nor compression (a 4,000-row presentations segment: 3.5 ms with
-    pyarrow's defaults, 1.5 ms without dictionaries, 1.0 ms uncompressed), because the run
-    is compacted into compressed files when it ends. A run that dies keeps its segments
-    uncompressed: about 57 bytes per presentation.
-    ``compact=True`` is for files written once and read often (compaction): dictionaries
-    only for the non-float columns and byte-stream-split floats, which zstd compresses
-    far better (a 80,000-row presentations file: 2.3 MB -> 1.5 MB; DuckDB reads both).
-    """
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    options: dict = {"compression": "zstd"}
-    if live:
-        options = {"compression": "none", "use_dictionary": False}
-    elif compact:
-        floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
-        options = {
-            "compression": "zstd",
-            "use_dictionary": [name for name in table.column_names if name not in floats],
-            "use_byte_stream_split": floats or False,
-        }
-    pq.write_table(table, tmp, **options)
-    os.replace(tmp, path)
 
 
 class Store:

@@ -1,7 +1,10 @@
 """Versioned store layout with append-only migrations (model: simonw/llm's migrations).
 
 ``store.json`` records the layout version. Each migration upgrades a store by one
-version; they run in order and are never edited once released, only appended to.
+version; they run in order and are never edited once released, only appended to
+(``tests/store/test_migrations.py`` pins the source of every released one). A migration
+spells out the tables it writes instead of importing ``store.schema``, whose schemas
+describe the newest version and may grow later.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
+
 from store.errors import StoreError
+from store.files import write_json_atomic, write_parquet_atomic
 from store.schema import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -25,8 +31,31 @@ def _v0_to_v1(root: Path) -> None:
     (root / "datasets").mkdir(exist_ok=True)
 
 
+def _v1_to_v2(root: Path) -> None:
+    """Version 2: every compacted run has a ``val_classes.parquet`` (validation accuracy per class).
+
+    Runs compacted before the table existed get an empty one: their per-class accuracy was
+    never recorded and cannot be rebuilt. Runs still in segments need nothing (the folder
+    appears with their first row).
+    """
+    schema = pa.schema([
+        ("epoch", pa.int32()),
+        ("label", pa.int32()),
+        ("correct_sum", pa.int64()),
+        ("num_samples", pa.int64()),
+        ("rank", pa.int16()),
+    ])
+    runs = root / "runs"
+    if not runs.is_dir():
+        return
+    for run_path in sorted(runs.iterdir()):
+        compacted = (run_path / "presentations.parquet").exists()
+        if compacted and not (run_path / "val_classes.parquet").exists():
+            write_parquet_atomic(run_path / "val_classes.parquet", schema.empty_table(), compact=True)
+
+
 #: MIGRATIONS[i] upgrades version i to version i + 1.
-MIGRATIONS: list[Callable[[Path], None]] = [_v0_to_v1]
+MIGRATIONS: list[Callable[[Path], None]] = [_v0_to_v1, _v1_to_v2]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -45,8 +74,6 @@ def read_version(root: Path) -> int:
 
 
 def _write_version(root: Path, version: int) -> None:
-    from store.layout import write_json_atomic
-
     write_json_atomic(root / MARKER, {"format": "trainmap-store", "schema_version": version})
 
 

@@ -22,7 +22,8 @@ import pandas as pd
 import pyarrow as pa
 
 from store.errors import StoreError
-from store.layout import Store, write_parquet_atomic
+from store.files import write_parquet_atomic
+from store.layout import Store
 from store.schema import COMPACT_ORDER, DEDUPLICATE_ON, SAMPLES, SEGMENT_TABLES
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def load_sql(name: str) -> str:
     return importlib.resources.files("store").joinpath("sql", f"{name}.sql").read_text()
 
 
-def _retry_on_vanishing_files(function: Callable[[], T], attempts: int = 4) -> T:
+def retry_on_vanishing_files(function: Callable[[], T], attempts: int = 4) -> T:
     """Run ``function``; retry if a segment vanished under it (a run being compacted)."""
     for attempt in range(attempts):
         try:
@@ -131,7 +132,7 @@ def query_run(
             con.close()
 
     try:
-        return _retry_on_vanishing_files(run)
+        return retry_on_vanishing_files(run)
     except duckdb.Error as error:
         raise StoreError(f"query {sql_name!r} failed on run {run_id!r}: {error}") from error
 
@@ -163,13 +164,6 @@ def trajectory(store: Store, run_id: str, sample_id: int) -> pd.DataFrame:
     return query_run(
         store, run_id, "trajectory", {"sample_id": int(sample_id)}, tables=("presentations",)
     )
-
-
-def samples(store: Store, run_id: str) -> pd.DataFrame:
-    path = store.run_dir(run_id) / "samples.parquet"
-    if not path.exists():
-        return SAMPLES.empty_table().to_pandas()
-    return pd.read_parquet(path)
 
 
 def _validate_epochs(epochs: tuple[int, int] | None) -> tuple[int, int]:
@@ -259,7 +253,7 @@ def compact_run(store: Store, run_id: str) -> None:
 
     Readers switch atomically: the compacted file appears (``os.replace``) before the
     segments are removed, and readers prefer it; a reader that listed segments just
-    before they went retries (``_retry_on_vanishing_files``). Then the per-sample
+    before they went retries (``retry_on_vanishing_files``). Then the per-sample
     summary over all epochs is materialised.
     """
     run_path = store.run_dir(run_id)

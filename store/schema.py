@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 #: Version of the on-disk layout. Bump it and add a step to ``store.migrations``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: One row per sample presentation (each time a sample is in a training batch),
 #: measured on that batch's forward pass before the update.
@@ -79,7 +79,8 @@ GRAND = pa.schema(
 )
 
 #: Validation accuracy per class (the label of the validation sample) and epoch: sums
-#: over that rank's samples. Runs recorded before this table existed simply have none.
+#: over that rank's samples. Since schema version 2; migration ``_v1_to_v2`` gives runs
+#: compacted before it an empty table.
 VAL_CLASSES = pa.schema(
     [
         ("epoch", pa.int32()),

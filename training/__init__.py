@@ -14,7 +14,7 @@ _EXPORTS = {
     "per_sample_grad_norms_by_layer": ("training.grand", "per_sample_grad_norms_by_layer"),
     "GrandSchedule": ("training.grand", "GrandSchedule"),
     "GrandRecording": ("training.grand", "GrandRecording"),
-    "TrainConfig": ("training.run", "TrainConfig"),
+    "TrainConfig": ("training.config", "TrainConfig"),
     "CurriculumSampler": ("training.curriculum_run", "CurriculumSampler"),
     "attach_curriculum": ("training.curriculum_run", "attach_curriculum"),
     "train": ("training.run", "train"),

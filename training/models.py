@@ -11,7 +11,7 @@ from typing import Callable
 
 from torch import nn
 
-MODEL_NAMES = ("mlp", "cnn")
+from training.config import MODEL_NAMES
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 256) -> nn.Module:

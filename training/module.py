@@ -51,8 +51,6 @@ class Classifier(L.LightningModule):
         online_weights: optional callable ``(sample_ids, losses) -> weights`` applied per
             batch on top of the batch's own weights (online curriculum rules such as
             loss-based reweighting); it must not require gradients.
-        on_epoch_start: optional callable ``(epoch) -> None`` run at the start of each
-            training epoch (curriculum stages).
     """
 
     def __init__(
@@ -61,7 +59,6 @@ class Classifier(L.LightningModule):
         lr: float,
         weight_decay: float = 1e-2,
         online_weights: Callable[[Tensor, Tensor], Tensor] | None = None,
-        on_epoch_start: Callable[[int], None] | None = None,
         on_batch_losses: Callable[[Tensor, Tensor], None] | None = None,
     ) -> None:
         super().__init__()
@@ -69,7 +66,6 @@ class Classifier(L.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.online_weights = online_weights
-        self.on_epoch_start_callback = on_epoch_start
         self.on_batch_losses = on_batch_losses
 
     def forward(self, x: Tensor) -> Tensor:
@@ -92,10 +88,6 @@ class Classifier(L.LightningModule):
         x, y = batch[0], batch[1]
         logits = self.model(x)
         return {"loss": F.cross_entropy(logits, y), "logits": logits}
-
-    def on_train_epoch_start(self) -> None:
-        if self.on_epoch_start_callback is not None:
-            self.on_epoch_start_callback(self.current_epoch)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from store.settings import check_label_noise
+
 TASK_NAMES = ("mnist1d", "digits", "mnist5k")
 
 
@@ -116,8 +118,7 @@ def symmetric_label_noise(
     Seeded with its own generator, so the same (labels, fraction, seed) always flips the
     same samples to the same classes.
     """
-    if not 0.0 <= noise_fraction < 1.0:
-        raise ValueError(f"label noise must be in [0, 1), got {noise_fraction}")
+    noise_fraction = check_label_noise(noise_fraction)
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels, dtype=np.int64)
     noisy = labels.copy()

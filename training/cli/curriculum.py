@@ -14,14 +14,17 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from training.cli.common import CliError, add_store_argument, epoch_range, open_store, run_ids
 
-def _param_type(kind: Any) -> Callable[[str], Any]:
+
+def param_type(kind: Any) -> Callable[[str], Any]:
+    """The argparse type of a registry parameter: its kind, or ``str`` for a choice."""
     if isinstance(kind, tuple):
         return str
     return kind
 
 
-def add_curriculum_command(commands: Any, store_argument: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(commands: Any) -> None:
     from store.curriculum import PARAMS, STRATEGIES
 
     strategies = "; ".join(f"{name}: {spec.description}" for name, spec in STRATEGIES.items())
@@ -47,34 +50,19 @@ def add_curriculum_command(commands: Any, store_argument: Callable[[argparse.Arg
         kind = param.kind
         parser.add_argument(
             f"--{param.name.replace('_', '-')}", dest=f"param_{param.name}", default=None,
-            type=_param_type(kind), choices=list(kind) if isinstance(kind, tuple) else None,
+            type=param_type(kind), choices=list(kind) if isinstance(kind, tuple) else None,
             metavar=None if isinstance(kind, tuple) else kind.__name__.upper(), help=param.help,
         )
     parser.add_argument("-o", "--output", default=None, metavar="FILE",
                         help="write .parquet or .csv (+ FILE.csv.json); default: only the copy in <store>/curricula/")
-    store_argument(parser)
-    parser.set_defaults(handler=cmd_curriculum)
+    add_store_argument(parser)
+    parser.set_defaults(handler=run)
 
 
-def cmd_curriculum(args: argparse.Namespace) -> int:
-    """Errors leave as ``CurriculumError`` (a ``StoreError``): cli.main prints one line.
-
-    (``training.cli.CliError`` is re-raised as such because under ``python -m
-    training.cli`` the running module is ``__main__``, whose CliError is another class.)
-    """
-    from store.curriculum import CurriculumError
-    from training import cli
-
-    try:
-        return _build(args)
-    except cli.CliError as error:
-        raise CurriculumError(str(error)) from None
-
-
-def _build(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Build, save into ``<store>/curricula/`` and to ``-o``; a bad input is one line (main)."""
     from store import sample_summary
     from store.curriculum import FILE_SUFFIXES, CurriculumError, build_curriculum, save_curriculum, save_to_store
-    from training.cli import CliError, _epoch_range, _open_store, _run_ids
 
     output = Path(args.output) if args.output else None
     if output is not None:
@@ -82,19 +70,19 @@ def _build(args: argparse.Namespace) -> int:
             raise CliError(f"cannot write {str(output)!r}: a curriculum file ends in .parquet or .csv")
         if not output.parent.is_dir():
             raise CliError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
-    store = _open_store(args)
-    run_ids = _run_ids(args, store)
-    epochs = _epoch_range(args.epochs)
+    store = open_store(args)
+    ids = run_ids(args, store)
+    epochs = epoch_range(args.epochs)
     params = {key[len("param_"):]: value for key, value in vars(args).items()
               if key.startswith("param_") and value is not None}
-    tasks = {store.run_info(run_id).get("task") for run_id in run_ids}
+    tasks = {store.run_info(run_id).get("task") for run_id in ids}
     if len(tasks) > 1:
         raise CliError(f"the runs belong to different tasks ({', '.join(sorted(map(str, tasks)))})")
     try:
-        summary = sample_summary(store, run_ids, epochs)
+        summary = sample_summary(store, ids, epochs)
         curriculum = build_curriculum(
             summary, args.strategy, args.score, seed=args.seed, task=tasks.pop(),
-            source_runs=run_ids, name=args.name, **params,
+            source_runs=ids, name=args.name, **params,
         )
     except CurriculumError:
         raise

@@ -16,7 +16,7 @@ import pytest
 from store import Store, dynamics, epoch_metrics, run_summary, runs_table
 
 TRAINMAP = [sys.executable, "-m", "training.cli"]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def trainmap(*args: str, store: Path | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:

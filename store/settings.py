@@ -1,0 +1,21 @@
+"""Run settings that more than one layer checks, validated in one place.
+
+A run's settings are written to its ``run.json`` by the trainer and read back by the
+dashboard when it launches a rerun; both check them here, so the range and the message
+are the same wherever a bad value is caught.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def check_label_noise(value: float) -> float:
+    """``value`` as a float if it is a valid label-noise fraction, in [0, 1); else ``ValueError``."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"label noise must be a number in [0, 1), got {value!r}") from error
+    if not (math.isfinite(fraction) and 0.0 <= fraction < 1.0):
+        raise ValueError(f"label noise must be in [0, 1), got {value}")
+    return fraction

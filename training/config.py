@@ -1,0 +1,70 @@
+"""What defines a training run of a built-in task: ``TrainConfig``, validated without torch.
+
+The command line builds and validates a ``TrainConfig`` before it imports torch or
+Lightning, so a bad flag is refused in a fraction of a second, and ``trainmap --help``
+lists the tasks and models on an install without the training extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from store.errors import StoreError
+from store.settings import check_label_noise
+from training.tasks import TASK_NAMES
+
+MODEL_NAMES = ("mlp", "cnn")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run. Defaults are the task's tuned settings."""
+
+    task: str = "mnist1d"
+    model: str = "cnn"
+    epochs: int = 20
+    seed: int = 0
+    label_noise: float = 0.0
+    label_noise_seed: int = 0
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float = 1e-2
+    store: str = "trainmap_runs"
+    name: str | None = None
+    devices: int = 1
+    strategy: str = "auto"
+    accelerator: str = "cpu"
+    curriculum: str | None = None
+    keep_steps: bool = False
+    grand: str | None = None
+    progress: bool = True
+    grad_norm_every: int = 10  # gradient norms every N steps; 0: none
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field and what was expected."""
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(TASK_NAMES)}")
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; expected one of {', '.join(MODEL_NAMES)}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
+        check_label_noise(self.label_noise)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch size must be a positive integer, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if self.grad_norm_every < 0:
+            raise ValueError(f"grad_norm_every must be >= 0 steps (0: none), got {self.grad_norm_every}")
+        if self.devices < 1:
+            raise ValueError(f"devices must be a positive integer, got {self.devices}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        store_path = Path(self.store)
+        if store_path.exists() and not store_path.is_dir():
+            raise StoreError(f"store path {self.store!r} is a file; expected a directory (or a new path)")
+        if self.curriculum is not None and not Path(self.curriculum).is_file():
+            raise ValueError(f"curriculum file {self.curriculum!r} does not exist")
