@@ -247,3 +247,42 @@ def agreement_figure(points: pd.DataFrame, score: str, label_a: str, label_b: st
     figure.update_xaxes(title_text=f"{pretty} — {label_a}")
     figure.update_yaxes(title_text=f"{pretty} — {label_b}")
     return figure
+
+
+#: How the curriculum page's data map draws each weight group: colour, marker, size.
+WEIGHT_GROUP_STYLES = {"kept": ("#9bbcd8", "circle", 4), "down-weighted": ("#f2a541", "diamond", 6),
+                       "pruned": ("#d62728", "x", 6)}
+CURRICULUM_LAYOUT = dict(height=420, margin=dict(l=40, r=10, t=40, b=40))
+
+
+def weight_histogram_figure(weight: np.ndarray) -> go.Figure:
+    """A curriculum's weights, one per sample, in 40 bins (0 = pruned)."""
+    figure = go.Figure(go.Histogram(x=weight, nbinsx=40, marker_color="#4c78a8"))
+    figure.update_layout(title="Weights (0 = pruned)", **CURRICULUM_LAYOUT)
+    figure.update_xaxes(title_text="weight")
+    return figure
+
+
+def weight_map_figure(points: pd.DataFrame, sizes: dict[str, int]) -> go.Figure:
+    """The data map of what a curriculum keeps, down-weights and prunes.
+
+    ``points`` has sample_id, confidence, variability, label_noisy and ``group`` (already
+    sampled server-side, ``store.views.weight_map_points``); ``sizes`` the full size of each
+    group, said in the legend. One WebGL trace per group; ``customdata`` carries the sample_id.
+    """
+    figure = go.Figure()
+    for name, (colour, symbol, size) in WEIGHT_GROUP_STYLES.items():
+        part = points[points["group"] == name]
+        if part.empty:
+            continue
+        figure.add_trace(go.Scattergl(
+            x=part["variability"], y=part["confidence"], mode="markers", name=f"{name} ({sizes[name]})",
+            marker=dict(color=colour, symbol=symbol, size=size, opacity=0.8),
+            customdata=np.stack([part["sample_id"], part["label_noisy"].astype(int)], axis=-1),
+            hovertemplate="sample %{customdata[0]}<br>flipped %{customdata[1]}<extra>" + name + "</extra>",
+        ))
+    figure.update_layout(title="Data map: what the curriculum drops", legend=dict(orientation="h", y=-0.15),
+                         **CURRICULUM_LAYOUT)
+    figure.update_xaxes(title_text="variability")
+    figure.update_yaxes(title_text="confidence", range=[-0.02, 1.02])
+    return figure

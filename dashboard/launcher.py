@@ -11,7 +11,7 @@ outlives the Streamlit script run that started it; stdout/stderr go to a log fil
 from __future__ import annotations
 
 import datetime as dt
-import json
+import importlib.util
 import os
 import re
 import secrets
@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from store.errors import StoreError
+from store.layout import Store
+from store.settings import MODEL_NAMES, TASK_NAMES, check_label_noise
+
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ("mnist1d", "digits", "mnist5k")
-MODELS = ("mlp", "cnn")
+TRAINING_EXTRA = "pip install 'trainmap[train]'"
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,80}$")
 
 
@@ -71,20 +74,21 @@ def rerun_args(
     """``trainmap train`` arguments that repeat the parent's config with a curriculum."""
     task = parent_config.get("task")
     model = parent_config.get("model")
-    if task not in TASKS:
-        raise LaunchError(f"the parent's task {task!r} is not a built-in task ({', '.join(TASKS)}); "
+    if task not in TASK_NAMES:
+        raise LaunchError(f"the parent's task {task!r} is not a built-in task ({', '.join(TASK_NAMES)}); "
                           "train such reruns from your own script")
-    if model not in MODELS:
-        raise LaunchError(f"the parent's model {model!r} is not one of {', '.join(MODELS)}")
+    if model not in MODEL_NAMES:
+        raise LaunchError(f"the parent's model {model!r} is not one of {', '.join(MODEL_NAMES)}")
     if not _NAME.match(name):
         raise LaunchError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-'")
     curriculum_path = Path(curriculum)
     if not curriculum_path.is_file():
         raise LaunchError(f"curriculum file {str(curriculum_path)!r} does not exist")
     epochs = _int(epochs if epochs is not None else parent_config.get("epochs", 20), "epochs", 1)
-    noise = float(parent_config.get("label_noise") or 0.0)
-    if not 0.0 <= noise < 1.0:
-        raise LaunchError(f"label noise must be in [0, 1), got {noise}")
+    try:
+        noise = check_label_noise(parent_config.get("label_noise") or 0.0)
+    except ValueError as error:
+        raise LaunchError(str(error)) from error
     args = [
         "train", "--task", task, "--model", model, "--epochs", str(epochs),
         "--seed", str(_int(parent_config.get("seed", 0), "seed")),
@@ -113,10 +117,22 @@ def unique_name(prefix: str = "rerun") -> str:
     return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` can be found, without importing it (the dashboard stays torch-free)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def launch(args: list[str], *, store: str | os.PathLike[str], name: str) -> Launch:
     """Start ``python -m training.cli <args>`` in its own session; return its handle."""
     if not args or args[0] != "train":
         raise LaunchError("only `trainmap train` can be launched")
+    missing = [module for module in ("torch", "lightning") if not importable(module)]
+    if missing:
+        raise LaunchError(f"a rerun trains a model, which needs {' and '.join(missing)}: install the "
+                          f"training extra ({TRAINING_EXTRA}) where the dashboard runs")
     folder = Path(store) / "curricula" / "launches"
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / f"{name}.log"
@@ -133,17 +149,15 @@ def launch(args: list[str], *, store: str | os.PathLike[str], name: str) -> Laun
 
 
 def find_run(store: str | os.PathLike[str], name: str) -> tuple[str | None, dict[str, Any] | None]:
-    """The run (id, run.json) that carries ``name``, if it was created yet."""
-    runs = Path(store) / "runs"
-    if not runs.is_dir():
-        return None, None
-    for path in sorted(runs.iterdir(), reverse=True):
+    """The run (id, run.json) that carries ``name``, if it was created yet (newest first)."""
+    runs = Store(store)
+    for run_id in reversed(runs.run_ids()):
         try:
-            info = json.loads((path / "run.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            info = runs.run_info(run_id)
+        except StoreError:  # an unreadable run.json is not this launch's run (yet)
             continue
         if info.get("name") == name:
-            return path.name, info
+            return run_id, info
     return None, None
 
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import math
 
+#: The built-in tasks and models of ``trainmap train``; the dashboard checks a parent's
+#: settings against them before it launches a rerun (it may not import ``training``).
+TASK_NAMES = ("mnist1d", "digits", "mnist5k")
+MODEL_NAMES = ("mlp", "cnn")
+
 
 def check_label_noise(value: float) -> float:
     """``value`` as a float if it is a valid label-noise fraction, in [0, 1); else ``ValueError``."""

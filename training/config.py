@@ -11,10 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.errors import StoreError
-from store.settings import check_label_noise
-from training.tasks import TASK_NAMES
-
-MODEL_NAMES = ("mlp", "cnn")
+from store.settings import MODEL_NAMES, TASK_NAMES, check_label_noise
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
 
 

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from store.settings import check_label_noise
-
-TASK_NAMES = ("mnist1d", "digits", "mnist5k")
+from store.settings import TASK_NAMES, check_label_noise
 
 
 @dataclass(frozen=True)

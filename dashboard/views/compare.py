@@ -11,19 +11,18 @@ import itertools
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, common
-from store import SCORES
+from dashboard import charts, data, formatting, widgets
 
-store, root, runs = common.listing_page("Compare runs")
+root, runs = widgets.listing_page("Compare runs")
 
 run_ids = list(runs.sort_values("created_at", ascending=False, kind="stable")["run_id"])
 names = dict(zip(runs["run_id"], runs["name"]))
 labels = {run_id: f"{names.get(run_id) or run_id} ({run_id})" for run_id in run_ids}
 
-common.url_synced_multichoice("runs", run_ids, [])
+widgets.url_synced_multichoice("runs", run_ids, [])
 selected = st.multiselect("Runs to compare", run_ids, key="runs", format_func=lambda r: labels[r],
                           placeholder="pick two or more runs")
-common.write_url("runs", selected)
+widgets.write_url("runs", selected)
 if len(selected) < 2:
     st.info("Pick two or more runs above (or tick them on the Runs page and press *Compare runs*).")
     st.stop()
@@ -32,37 +31,25 @@ statuses = runs.set_index("run_id").loc[selected, "status"]
 short = {run_id: names.get(run_id) or run_id for run_id in selected}
 
 
-@st.fragment(run_every=common.LIVE_REFRESH_SECONDS if (statuses == "running").any() else None)
+@st.fragment(run_every=widgets.LIVE_REFRESH_SECONDS if (statuses == "running").any() else None)
 def compare_body() -> None:
-    versions = {run_id: common.run_version(store, run_id) for run_id in selected}
-    infos = {run_id: common.run_info(root, run_id, versions[run_id]) for run_id in selected}
+    versions = {run_id: data.run_version(root, run_id) for run_id in selected}
+    infos = {run_id: data.run_info(root, run_id, versions[run_id]) for run_id in selected}
     for run_id, info in infos.items():
         if info.get("status") == "running":
-            st.badge(f"{short[run_id]}: {common.status_label('running', info.get('epochs_done'), info.get('max_epochs'))}",
+            st.badge(f"{short[run_id]}: {formatting.status_label('running', info.get('epochs_done'), info.get('max_epochs'))}",
                      icon=":material/autorenew:", color="green")
         elif info.get("status") == "failed":
             st.warning(f"Run {short[run_id]} failed: {info.get('error') or 'no error recorded'}")
 
-    table = pd.DataFrame([{
-        "run": short[run_id],
-        "status": common.status_label(info.get("status"), info.get("epochs_done"), info.get("max_epochs")),
-        "task": info.get("task"), "model": info.get("model"), "seed": info.get("seed"),
-        "label noise": (info.get("config") or {}).get("label_noise", 0.0),
-        "best val acc": info.get("best_val_accuracy"),
-        "final val acc": info.get("final_val_accuracy"),
-        "parent run": names.get(info.get("parent_run_id"), info.get("parent_run_id")),
-        "run_id": run_id,
-    } for run_id, info in infos.items()])
+    table = formatting.compare_table(infos, short, names)
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "label noise": st.column_config.NumberColumn(format="percent"),
         "best val acc": st.column_config.NumberColumn(format="percent"),
         "final val acc": st.column_config.NumberColumn(format="percent"),
     })
 
-    curves = pd.concat(
-        [common.epoch_metrics(root, run_id, versions[run_id]).assign(run_id=run_id) for run_id in selected],
-        ignore_index=True,
-    )
+    curves = data.stacked_epoch_metrics(root, versions)
     st.subheader("Curves")
     if curves.empty:
         st.info("None of these runs has completed an epoch yet.")
@@ -78,8 +65,8 @@ def compare_body() -> None:
         st.warning("These runs are of different tasks (" + ", ".join(sorted(map(str, tasks)))
                    + "): their samples differ, so per-sample scores cannot be compared.")
         return
-    recorded = [set(common.recorded_scores(root, run_id, versions[run_id])) for run_id in selected]
-    common_scores = [name for name in SCORES if all(name in scores for scores in recorded)]
+    recorded = [set(data.recorded_scores(root, run_id, versions[run_id])) for run_id in selected]
+    common_scores = [name for name in data.SCORES if all(name in scores for scores in recorded)]
     if not common_scores:
         st.info("These runs share no recorded score yet (they need at least one completed epoch).")
         return
@@ -92,28 +79,28 @@ def compare_body() -> None:
     if run_a == run_b:
         st.info("Pick two different runs as A and B.")
         return
-    agreement = common.score_agreement(root, run_a, versions[run_a], run_b, versions[run_b],
-                                       score, top_percent / 100)
+    agreement = data.score_agreement(root, run_a, versions[run_a], run_b, versions[run_b],
+                                     score, top_percent / 100)
     cols = st.columns(3)
     cols[0].metric("Spearman rank correlation",
                    "–" if agreement.spearman is None else f"{agreement.spearman:.3f}")
-    cols[1].metric(f"Top-{agreement.top_k:,} overlap", common.percent(agreement.top_k_overlap),
+    cols[1].metric(f"Top-{agreement.top_k:,} overlap", formatting.percent(agreement.top_k_overlap),
                    help=f"share of the {agreement.top_k:,} hardest samples by {score} in A that "
                         "are also among the hardest in B")
     cols[2].metric("Samples in both", f"{agreement.common_samples:,}")
     st.plotly_chart(charts.agreement_figure(agreement.points.frame, score, short[run_a], short[run_b],
                                             agreement.points.total, agreement.points.method),
                     key="agreement_chart")
-    st.caption(f"{SCORES[score].description}. Ranks follow the score registry's 'harder' direction"
-               + ("; never-learned samples rank hardest." if SCORES[score].never_learned_hardest else ".")
+    st.caption(f"{data.SCORES[score].description}. Ranks follow the score registry's 'harder' direction"
+               + ("; never-learned samples rank hardest." if data.SCORES[score].never_learned_hardest else ".")
                + (" " + charts.sampling_note(agreement.points.shown, agreement.points.total)
                   + ", sampled in DuckDB." if agreement.points.is_partial else ""))
 
     if len(selected) > 2:
         rows = []
         for first, second in itertools.combinations(selected, 2):
-            pair = common.score_agreement(root, first, versions[first], second, versions[second],
-                                          score, top_percent / 100)
+            pair = data.score_agreement(root, first, versions[first], second, versions[second],
+                                        score, top_percent / 100)
             rows.append({"run A": short[first], "run B": short[second], "spearman": pair.spearman,
                          f"top {top_percent}% overlap": pair.top_k_overlap})
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -11,23 +11,20 @@ import functools
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, common
-from store import SCORES, cartography_region
-from store.scores import DEFAULT_AMBIGUOUS_VARIABILITY, DEFAULT_EASY_CONFIDENCE
+from dashboard import charts, data, formatting, widgets
 
 VIEWS = ["Curves", "Data map", "Scores", "Samples"]
 SAMPLE_KEY = "sample"
 
-store = common.open_store()
-root = str(store.root)
-runs = common.runs_frame(root, common.listing_version(root))
+root = widgets.open_store()
+runs = data.runs_frame(root, data.listing_version(root))
 if runs.empty:
-    common.page_header("Run", store)
-    common.empty_store_message(store)
+    widgets.page_header("Run", root)
+    widgets.empty_store_message(root)
     st.stop()
 
-run_id = common.pick_run(store, runs)
-first_info = common.run_info(root, run_id, common.run_version(store, run_id))
+run_id = widgets.pick_run(runs)
+first_info = data.run_info(root, run_id, data.run_version(root, run_id))
 
 
 def choose_sample(sample_id: int | None) -> None:
@@ -36,7 +33,7 @@ def choose_sample(sample_id: int | None) -> None:
 
 
 def on_map_select() -> None:
-    choose_sample(common.first_custom_id(common.selected_points("data_map_chart")))
+    choose_sample(widgets.first_custom_id(widgets.selected_points("data_map_chart")))
 
 
 def on_table_select(table_key: str, frame: pd.DataFrame) -> None:
@@ -53,9 +50,9 @@ def header(info: dict, version: tuple) -> None:
     with title_cols[1]:
         st.write("")
         if status == "running":
-            st.badge(common.status_label(status, info.get("epochs_done"), info.get("max_epochs")),
+            st.badge(formatting.status_label(status, info.get("epochs_done"), info.get("max_epochs")),
                      icon=":material/autorenew:", color="green")
-            st.caption(f"live · refreshes every {common.LIVE_REFRESH_SECONDS:g} s")
+            st.caption(f"live · refreshes every {widgets.LIVE_REFRESH_SECONDS:g} s")
         elif status == "failed":
             st.badge("failed", icon=":material/error:", color="red")
         else:
@@ -64,11 +61,11 @@ def header(info: dict, version: tuple) -> None:
     cols = st.columns(7)
     cols[0].metric("Task", str(info.get("task")))
     cols[1].metric("Model", str(info.get("model")))
-    cols[2].metric("Seed", common.number(info.get("seed")))
-    cols[3].metric("Label noise", common.percent(config.get("label_noise", 0.0), 0))
+    cols[2].metric("Seed", formatting.number(info.get("seed")))
+    cols[3].metric("Label noise", formatting.percent(config.get("label_noise", 0.0), 0))
     cols[4].metric("Epochs", f"{info.get('epochs_done', 0)}/{info.get('max_epochs') or '?'}")
-    cols[5].metric("Best val accuracy", common.percent(info.get("best_val_accuracy")))
-    cols[6].metric("Samples", f"{common.overview(root, run_id, version)['samples']:,}")
+    cols[5].metric("Best val accuracy", formatting.percent(info.get("best_val_accuracy")))
+    cols[6].metric("Samples", f"{data.overview(root, run_id, version)['samples']:,}")
     lineage = []
     if info.get("parent_run_id"):
         lineage.append(f"parent run `{info['parent_run_id']}`")
@@ -77,20 +74,20 @@ def header(info: dict, version: tuple) -> None:
     st.caption(f"run id `{run_id}` · created {info.get('created_at')}"
                + (" · " + " · ".join(lineage) if lineage else ""))
     if info.get("parent_run_id"):
-        st.page_link(common.PAGE_COMPARE, label="Compare with its parent run",
+        st.page_link(widgets.PAGE_COMPARE, label="Compare with its parent run",
                      icon=":material/compare_arrows:",
                      query_params={"runs": [info["parent_run_id"], run_id]})
 
 
 def curves_view(version: tuple) -> None:
-    epochs = common.epoch_metrics(root, run_id, version)
+    epochs = data.epoch_metrics(root, run_id, version)
     if epochs.empty:
         st.info("No epoch has finished yet: the curves appear after the first one.")
     else:
         cols = st.columns(2)
         cols[0].plotly_chart(charts.epoch_figure(epochs, "loss"), key="curve_loss")
         cols[1].plotly_chart(charts.epoch_figure(epochs, "accuracy"), key="curve_accuracy")
-    steps = common.step_curves(root, run_id, version)
+    steps = data.step_curves(root, run_id, version)
     if steps.total == 0:
         st.caption("No optimisation steps recorded.")
         return
@@ -109,10 +106,10 @@ def data_map_view(version: tuple, scores: list[str]) -> None:
     color = controls[0].selectbox("Colour by", color_options, key="map_color",
                                   format_func=lambda name: name.replace("_", " "))
     ambiguous = controls[1].slider("Ambiguous if variability ≥", 0.0, 0.5,
-                                   DEFAULT_AMBIGUOUS_VARIABILITY, 0.01, key="map_ambiguous")
+                                   data.DEFAULT_AMBIGUOUS_VARIABILITY, 0.01, key="map_ambiguous")
     easy = controls[2].slider("Easy if confidence ≥ (else hard)", 0.0, 1.0,
-                              DEFAULT_EASY_CONFIDENCE, 0.05, key="map_easy")
-    points = common.data_map(root, run_id, version, color)
+                              data.DEFAULT_EASY_CONFIDENCE, 0.05, key="map_easy")
+    points = data.data_map(root, run_id, version, color)
     left, right = st.columns([3, 1])
     with left:
         if points.total == 0:
@@ -126,7 +123,7 @@ def data_map_view(version: tuple, scores: list[str]) -> None:
                        + (f" Showing a random {points.shown:,} of {points.total:,} samples, "
                           "sampled in DuckDB." if points.is_partial else ""))
     with right:
-        counts = common.region_counts(root, run_id, version, ambiguous, easy)
+        counts = data.region_counts(root, run_id, version, ambiguous, easy)
         st.subheader("Regions")
         for row in counts.itertuples():
             st.metric(row.region, f"{row.samples:,}",
@@ -140,7 +137,7 @@ def scores_view(version: tuple, scores: list[str]) -> None:
     st.caption("Distribution of every per-sample score over the training set (binned in "
                "DuckDB; red: samples whose label was flipped).")
     shown = [name for name in scores if name != "forgetting_events"]
-    histograms = common.score_histograms(root, run_id, version, tuple(shown))
+    histograms = data.score_histograms(root, run_id, version, tuple(shown))
     for start in range(0, len(shown), 3):
         cols = st.columns(3)
         for col, score in zip(cols, shown[start:start + 3]):
@@ -150,10 +147,10 @@ def scores_view(version: tuple, scores: list[str]) -> None:
                 continue
             col.plotly_chart(charts.histogram_figure(histogram.bins, score, histogram.missing),
                              key=f"hist_{score}")
-            col.caption(SCORES[score].description
-                        + (f" — {SCORES[score].citation}" if SCORES[score].citation else ""))
+            col.caption(data.SCORES[score].description
+                        + (f" — {data.SCORES[score].citation}" if data.SCORES[score].citation else ""))
     if "forgetting_events" in scores:
-        counts = common.forgetting_counts(root, run_id, version)
+        counts = data.forgetting_counts(root, run_id, version)
         st.plotly_chart(charts.forgetting_figure(counts), key="forgetting_chart")
         st.caption("Toneva et al. 2019: a forgetting event is a correct prediction followed by "
                    "a wrong one. Never-learned samples are counted apart, not as a number of events.")
@@ -178,7 +175,7 @@ def samples_view(version: tuple, scores: list[str]) -> None:
         if score not in scores:
             col.caption(f"{title}: {score} not recorded in this run")
             continue
-        frame = common.hardest_samples(root, run_id, version, score, int(limit))
+        frame = data.hardest_samples(root, run_id, version, score, int(limit))
         col.subheader(title)
         col.caption(note)
         table_key = f"table_{title.replace(' ', '_').lower()}"
@@ -194,7 +191,7 @@ def samples_view(version: tuple, scores: list[str]) -> None:
 
 def sample_view(version: tuple, context: str) -> None:
     st.divider()
-    id_range = common.sample_id_range(root, run_id, version)
+    id_range = data.sample_id_range(root, run_id, version)
     if id_range is None:
         st.info("This run has no samples yet.")
         return
@@ -207,11 +204,11 @@ def sample_view(version: tuple, context: str) -> None:
         cols[1].info("Pick a sample: click a point in the data map, tick a row in a table, "
                      "or type its id.")
         return
-    record = common.sample_record(root, run_id, version, int(sample_id))
+    record = data.sample_record(root, run_id, version, int(sample_id))
     if record is None:
         cols[1].warning(f"Sample {sample_id} is not in this run.")
         return
-    info = common.run_info(root, run_id, version)
+    info = data.run_info(root, run_id, version)
     with cols[1]:
         flipped = bool(record.get("label_noisy"))
         given, original = int(record["label"]), int(record["original_label"])
@@ -221,29 +218,29 @@ def sample_view(version: tuple, context: str) -> None:
             st.markdown(f":red-badge[flipped label] {label_text}")
         else:
             st.markdown(label_text)
-        region = cartography_region(pd.Series([record["confidence"]]),
-                                    pd.Series([record["variability"]])).iloc[0]
+        region = data.sample_region(record["confidence"], record["variability"])
         learned = ("never learned" if record.get("never_learned")
-                   else f"learned at epoch {common.number(record.get('first_learned_epoch'))}")
-        st.caption(f"{region} · {learned} · {common.number(record.get('forgetting_events'))} "
+                   else f"learned at epoch {formatting.number(record.get('first_learned_epoch'))}")
+        st.caption(f"{region} · {learned} · {formatting.number(record.get('forgetting_events'))} "
                    "forgetting events")
     metric_cols = st.columns(6)
     for col, name in zip(metric_cols, ("loss", "el2n", "confidence", "variability", "correctness", "aum")):
-        col.metric(name, common.number(record.get(name)))
-    dataset = store.dataset_path(str(info.get("task")))
+        col.metric(name, formatting.number(record.get(name)))
+    task = str(info.get("task"))
+    dataset_version = data.dataset_version(root, task)
     left, right = st.columns([1, 2])
     with left:
-        if dataset.exists():
-            x = common.sample_input(root, str(info.get("task")), dataset.stat().st_mtime_ns, int(sample_id))
+        if dataset_version is not None:
+            x = data.sample_input(root, task, dataset_version, int(sample_id))
             if x is None:
                 st.caption("This sample's input is not in the store's dataset file.")
             else:
                 st.plotly_chart(charts.input_figure(x, f"Input (label {given})"), key=f"input_{context}")
         else:
             st.caption(f"No inputs stored for task {info.get('task')!r} "
-                       f"(expected {dataset}).")
+                       f"(expected {data.dataset_path(root, task)}).")
     with right:
-        trajectory = common.trajectory(root, run_id, version, int(sample_id))
+        trajectory = data.trajectory(root, run_id, version, int(sample_id))
         if trajectory.empty:
             st.caption("Not presented yet.")
         else:
@@ -251,30 +248,30 @@ def sample_view(version: tuple, context: str) -> None:
                             key=f"trajectory_{context}")
 
 
-@st.fragment(run_every=common.live_interval(first_info.get("status")))
+@st.fragment(run_every=widgets.live_interval(first_info.get("status")))
 def run_body() -> None:
-    version = common.run_version(store, run_id)
-    info = common.run_info(root, run_id, version)
+    version = data.run_version(root, run_id)
+    info = data.run_info(root, run_id, version)
     if info.get("status") != first_info.get("status"):
         st.rerun()  # the run ended: re-render once without the timer
     header(info, version)
     if info.get("status") == "failed":
         st.warning(f"This run failed: {info.get('error') or 'no error recorded'}. "
                    "Everything it recorded before failing is shown below.")
-    epochs = common.epoch_metrics(root, run_id, version)
-    if epochs.empty and not store.table_files(run_id, "presentations"):
+    epochs = data.epoch_metrics(root, run_id, version)
+    if epochs.empty and not data.presentations_recorded(root, run_id):
         if info.get("status") == "running":
             st.info("This run has not completed an epoch yet. Curves, the data map and scores "
                     "appear after its first epoch; this page refreshes by itself.")
         else:
             st.info("This run has no completed epoch: nothing was recorded to show.")
         return
-    scores = common.recorded_scores(root, run_id, version)
+    scores = data.recorded_scores(root, run_id, version)
     tabs = st.tabs(VIEWS, key="view", bind="query-params")
     for tab, view in zip(tabs, VIEWS):
         if not tab.open:
             continue
-        with tab, common.friendly_errors(f"the {view.lower()} view"):
+        with tab, widgets.friendly_errors(f"the {view.lower()} view"):
             if view == "Curves":
                 curves_view(version)
             elif view == "Data map":

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import common
+from dashboard import data, formatting, widgets
 
-store, root, runs = common.listing_page("Runs")
+root, runs = widgets.listing_page("Runs")
 
 
-@st.fragment(run_every=common.LIVE_REFRESH_SECONDS if (runs["status"] == "running").any() else None)
+@st.fragment(run_every=widgets.LIVE_REFRESH_SECONDS if (runs["status"] == "running").any() else None)
 def runs_view() -> None:
-    current = common.runs_frame(root, common.listing_version(root))
+    current = data.runs_frame(root, data.listing_version(root))
     counts = current["status"].value_counts()
     cols = st.columns(4)
     cols[0].metric("Runs", len(current))
@@ -19,10 +19,10 @@ def runs_view() -> None:
     cols[2].metric("Finished", int(counts.get("finished", 0)))
     cols[3].metric("Failed", int(counts.get("failed", 0)))
     for row in current[current["status"] == "failed"].itertuples():
-        info = common.run_info(root, row.run_id, common.listing_version(root))
+        info = data.run_info(root, row.run_id, data.listing_version(root))
         st.warning(f"Run **{row.name}** ({row.run_id}) failed: {info.get('error') or 'no error recorded'}")
 
-    shown = common.runs_overview(current)
+    shown = formatting.runs_overview(current)
     filter_cols = st.columns([2, 1, 1, 1])
     text = filter_cols[0].text_input("Filter by name or id", key="runs_filter",
                                      placeholder="e.g. noise20")
@@ -60,9 +60,9 @@ def runs_view() -> None:
     buttons = st.columns([1, 1, 4])
     if buttons[0].button("Open run", type="primary", disabled=len(selected) != 1,
                          help="Tick exactly one row"):
-        st.switch_page(common.PAGE_RUN, query_params={"run": selected[0]})
+        st.switch_page(widgets.PAGE_RUN, query_params={"run": selected[0]})
     if buttons[1].button("Compare runs", disabled=len(selected) < 2, help="Tick two or more rows"):
-        st.switch_page(common.PAGE_COMPARE, query_params={"runs": selected})
+        st.switch_page(widgets.PAGE_COMPARE, query_params={"runs": selected})
     if selected:
         buttons[2].caption("selected: " + ", ".join(shown.set_index("run_id").loc[selected, "name"]))
 

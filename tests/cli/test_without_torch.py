@@ -87,3 +87,21 @@ def test_train_names_the_extra_to_install_and_creates_nothing(without_torch, tmp
     assert not store.exists()
     bad = trainmap(without_torch, "train", "--task", "imagenet", "--store", str(store))
     assert bad.returncode == 2 and "invalid choice: 'imagenet'" in bad.stderr
+
+
+def test_the_dashboard_refuses_to_launch_a_rerun_and_names_the_extra(without_torch, tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        from dashboard import launcher
+        try:
+            launcher.launch(["train", "--task", "mnist1d"], store={str(tmp_path)!r}, name="r1")
+        except launcher.LaunchError as error:
+            print(error)
+        assert "torch" not in sys.modules
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=without_torch,
+                            cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("a rerun trains a model, which needs torch and lightning: install the "
+                                     "training extra (pip install 'trainmap[train]') where the dashboard runs")
+    assert list(tmp_path.iterdir()) == []  # refused before it created the launches folder

@@ -1,7 +1,9 @@
-"""Dashboard: store views, Plotly builders, and every page through Streamlit's AppTest.
+"""Dashboard pages through Streamlit's AppTest, and the torch-free import of the whole app.
 
 Pages run against a tmp copy of ``sample_runs/`` (4 compacted MNIST-1D CNN runs: clean
-and 20 % label noise, two seeds each) and assert on what is shown.
+and 20 % label noise, two seeds each, and a curriculum rerun) and assert on what is shown.
+The store views are tested in ``tests/store/test_views.py``, the figure builders in
+``test_charts.py``, the data module in ``test_data.py``.
 """
 
 from __future__ import annotations
@@ -15,16 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 from scipy.stats import spearmanr
 
 import store as store_api
-from dashboard import charts
 from store import Store, cartography_region, rank_hardest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "dashboard" / "app.py")
 SAMPLE_RUNS = REPO / "sample_runs"
 
@@ -101,7 +101,8 @@ def texts(at) -> str:
 def test_dashboard_modules_do_not_import_torch(sample_store):
     # the modules, then every page rendered through app.py, in a fresh interpreter
     code = (
-        "import sys; import store, store.views, dashboard.common, dashboard.charts, dashboard.views; "
+        "import sys; import store, store.views, dashboard.data, dashboard.widgets, dashboard.formatting, "
+        "dashboard.charts, dashboard.launcher, dashboard.views; "
         "from streamlit.testing.v1 import AppTest\n"
         "for page in (None, 'views/runs.py', 'views/run.py', 'views/compare.py', 'views/curriculum.py'):\n"
         f"    at = AppTest.from_file({APP!r}, default_timeout=60)\n"
@@ -116,154 +117,6 @@ def test_dashboard_modules_do_not_import_torch(sample_store):
                             timeout=120, env=dict(os.environ, TRAINMAP_STORE=str(sample_store.root)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
-
-
-# -- store.views against the store's own computations --------------------------------
-
-
-def test_region_counts_match_store_cartography(sample_store):
-    summary = store_api.run_summary(sample_store, NOISY)
-    expected = cartography_region(summary["confidence"], summary["variability"]).value_counts()
-    counts = store_api.region_counts(sample_store, NOISY).set_index("region")
-    for region in ("easy-to-learn", "ambiguous", "hard-to-learn"):
-        assert counts.loc[region, "samples"] == expected.get(region, 0)
-    flipped = summary.groupby(cartography_region(summary["confidence"], summary["variability"]))[
-        "label_noisy"].sum()
-    assert counts["flipped"].sum() == flipped.sum() == summary["label_noisy"].sum()
-    # other cut-offs move samples between regions, but all are still counted
-    moved = store_api.region_counts(sample_store, NOISY, ambiguous_variability=0.4, easy_confidence=0.7)
-    assert moved["samples"].sum() == len(summary)
-    assert not moved["samples"].equals(counts["samples"].reset_index(drop=True))
-
-
-@pytest.mark.parametrize("score", ["aum", "forgetting_events", "loss", "confidence"])
-def test_hardest_samples_follow_the_registry(sample_store, score):
-    summary = store_api.run_summary(sample_store, NOISY)
-    expected = rank_hardest(summary, score)["sample_id"].head(15).tolist()
-    got = store_api.hardest_samples(sample_store, NOISY, score, 15)["sample_id"].tolist()
-    assert got == expected
-
-
-def test_score_histograms_count_every_sample(sample_store):
-    summary = store_api.run_summary(sample_store, NOISY)
-    histograms = store_api.score_histograms(sample_store, NOISY, ["loss", "first_learned_epoch", "grand"])
-    loss = histograms["loss"]
-    assert len(loss.bins) <= 40 and loss.missing == 0  # empty bins are not sent
-    assert loss.bins["samples"].sum() == len(summary)
-    assert loss.bins["flipped"].sum() == summary["label_noisy"].sum()
-    assert np.isclose(loss.bins["bin_start"].iloc[0], summary["loss"].min())
-    assert np.isclose(loss.bins["bin_end"].iloc[-1], summary["loss"].max())
-    first = histograms["first_learned_epoch"]
-    assert first.missing == summary["never_learned"].sum() > 0  # never learned: no value, no sentinel
-    assert (first.bins["bin_end"] - first.bins["bin_start"] == 1).all()
-    grand = histograms["grand"]  # the sample runs record GraNd on the default schedule
-    assert grand.missing == 0 and grand.bins["samples"].sum() == len(summary)
-    assert np.isclose(grand.bins["bin_start"].iloc[0], summary["grand"].min())
-
-
-def test_forgetting_counts_report_never_learned_apart(sample_store):
-    summary = store_api.run_summary(sample_store, NOISY)
-    counts = store_api.forgetting_counts(sample_store, NOISY).set_index("forgetting_events")
-    assert counts.loc["never learned", "samples"] == summary["never_learned"].sum()
-    learned = summary[~summary["never_learned"]]
-    assert counts.loc["0", "samples"] == (learned["forgetting_events"] == 0).sum()
-    assert counts["samples"].sum() == len(summary)
-
-
-def test_data_map_samples_server_side(sample_store):
-    full = store_api.data_map(sample_store, NOISY, "aum")
-    assert full.shown == full.total == 4000 and full.method == "all"
-    part = store_api.data_map(sample_store, NOISY, "aum", max_points=1000)
-    assert part.shown == 1000 and part.total == 4000 and part.method == "random sample"
-    assert part.frame["sample_id"].is_unique
-    again = store_api.data_map(sample_store, NOISY, "aum", max_points=1000)
-    assert again.frame["sample_id"].tolist() == part.frame["sample_id"].tolist()  # seeded
-    summary = store_api.run_summary(sample_store, NOISY).set_index("sample_id")
-    row = part.frame.iloc[0]
-    assert np.isclose(row["color_value"], summary.loc[row["sample_id"], "aum"])
-
-
-def test_score_agreement_matches_scipy(sample_store):
-    a = store_api.run_summary(sample_store, NOISY)
-    b = store_api.run_summary(sample_store, NOISY_OTHER_SEED)
-    agreement = store_api.score_agreement(sample_store, NOISY, NOISY_OTHER_SEED, "el2n", 0.1)
-    assert agreement.common_samples == 4000 and agreement.top_k == 400
-    assert agreement.spearman == pytest.approx(spearmanr(a["el2n"], b["el2n"]).statistic, abs=1e-9)
-    top_a = set(a.nlargest(400, "el2n")["sample_id"])
-    top_b = set(b.nlargest(400, "el2n")["sample_id"])
-    assert agreement.top_k_overlap == pytest.approx(len(top_a & top_b) / 400)
-    itself = store_api.score_agreement(sample_store, NOISY, NOISY, "aum", 0.05)
-    assert itself.spearman == pytest.approx(1.0) and itself.top_k_overlap == 1.0
-
-
-def test_step_curves_bucket_long_runs(sample_store):
-    full = store_api.step_curves(sample_store, NOISY)
-    assert full.method == "all" and full.shown == full.total == 1260
-    bucketed = store_api.step_curves(sample_store, NOISY, max_points=100)
-    assert bucketed.total == 1260 and 90 <= bucketed.shown <= 100
-    assert bucketed.frame["step"].is_monotonic_increasing
-
-
-# -- figure builders ------------------------------------------------------------------
-
-
-def test_data_map_figure_marks_flipped_labels_and_says_it_is_sampled():
-    points = pd.DataFrame({
-        "sample_id": [0, 1, 2, 3], "label": [1, 2, 3, 4], "original_label": [1, 2, 0, 4],
-        "label_noisy": [False, False, True, False], "confidence": [0.9, 0.5, 0.1, 0.7],
-        "variability": [0.05, 0.3, 0.1, 0.2], "color_value": [1.0, 0.5, 0.0, 0.8],
-    })
-    figure = charts.data_map_figure(points, "correctness", total=10, selected_sample=2)
-    assert [trace.type for trace in figure.data] == ["scattergl"] * 3
-    assert [len(trace.x) for trace in figure.data] == [3, 1, 1]
-    assert figure.data[1].marker.symbol == "x"
-    assert list(figure.data[0].customdata[:, 0]) == [0, 1, 3]
-    assert figure.layout.xaxis.title.text == "variability"
-    assert figure.layout.yaxis.title.text == "confidence"
-    assert "showing 4 of 10 samples (random sample)" in figure.layout.title.text
-    assert "showing" not in charts.data_map_figure(points, "aum").layout.title.text
-
-
-def test_step_figure_joins_sampled_gradient_norms_and_says_when_there_are_none():
-    steps = pd.DataFrame({"step": range(6), "loss": [2.0, 1.8, 1.5, 1.4, 1.2, 1.1],
-                          "grad_norm": [3.0, np.nan, np.nan, 2.0, np.nan, np.nan], "lr": [0.1] * 6})
-    norms = charts.step_figure(steps, "grad_norm", "Gradient norm", log_y=True)
-    assert list(norms.data[0].x) == [0, 3] and list(norms.data[0].y) == [3.0, 2.0]
-    assert not norms.layout.annotations
-    assert list(charts.step_figure(steps, "loss", "Loss").data[0].x) == list(range(6))
-    none = charts.step_figure(steps.assign(grad_norm=np.nan), "grad_norm", "Gradient norm")
-    assert len(none.data[0].x) == 0 and none.layout.annotations[0].text == "not recorded in this run"
-
-
-def test_histogram_and_forgetting_figures():
-    bins = pd.DataFrame({"bin_start": [0.0, 0.5], "bin_end": [0.5, 1.0], "samples": [10, 4],
-                         "flipped": [1, 3]})
-    figure = charts.histogram_figure(bins, "el2n", missing=2)
-    assert len(figure.data) == 2 and figure.layout.barmode == "stack"
-    assert list(figure.data[0].y) == [9, 1] and list(figure.data[1].y) == [1, 3]
-    assert figure.layout.xaxis.title.text == "el2n" and "2 samples without a value" in figure.layout.title.text
-    counts = pd.DataFrame({"forgetting_events": ["0", "1", "never learned"], "samples": [5, 3, 2],
-                           "flipped": [0, 0, 2]})
-    forgetting = charts.forgetting_figure(counts)
-    assert list(forgetting.data[0].x) == ["0", "1", "never learned"]
-    assert forgetting.layout.xaxis.type == "category"
-
-
-def test_input_trajectory_and_compare_figures():
-    line = charts.input_figure(np.arange(40, dtype=np.float32), "signal")
-    assert line.data[0].type == "scatter" and len(line.data[0].y) == 40
-    image = charts.input_figure(np.zeros((8, 8)), "image")
-    assert image.data[0].type == "heatmap" and np.asarray(image.data[0].z).shape == (8, 8)
-    trajectory = pd.DataFrame({"epoch": [0, 1, 2], "p_true": [0.1, 0.5, 0.9], "loss": [2.3, 0.7, 0.1],
-                               "el2n": [1.2, 0.7, 0.1], "correct": [False, True, True]})
-    figure = charts.trajectory_figure(trajectory)
-    assert len(figure.data) == 4 and list(figure.data[3].y) == [0.0, 1.0, 1.0]
-    curves = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "epoch": [0, 1, 0, 1],
-                           "val_accuracy": [0.5, 0.6, 0.4, 0.7]})
-    overlay = charts.compare_epochs_figure(curves, "val_accuracy", {"a": "run A", "b": "run B"})
-    assert [trace.name for trace in overlay.data] == ["run A", "run B"]
-    assert overlay.layout.yaxis.title.text == "validation accuracy"
-    assert charts.sampling_note(20_000, 50_000) == "showing 20,000 of 50,000 samples (random sample)"
 
 
 # -- pages ----------------------------------------------------------------------------
@@ -452,12 +305,35 @@ def test_ui_on_an_empty_store_seeds_it_with_a_copy_of_the_sample_runs(tmp_path):
     assert after == before
 
 
-def test_a_clicked_point_gives_its_sample_id_whatever_shape_customdata_arrives_in():
-    from dashboard.common import first_custom_id
-
-    # a row of 2-D customdata arrives from the browser as an object keyed by position
-    assert first_custom_id([{"customdata": {"0": 17, "1": 2, "2": 5}}]) == 17
-    assert first_custom_id([{"customdata": [23, 1, 1]}]) == 23
-    assert first_custom_id([{"customdata": 4}]) == 4
-    assert first_custom_id([{"x": 0.1}, {"customdata": {"0": 9}}]) == 9
-    assert first_custom_id([]) is None and first_custom_id([{"customdata": []}]) is None
+def test_curriculum_page_previews_and_compares_an_earlier_rerun(sample_store, tmp_path, monkeypatch):
+    # away from the checkout, the rerun's recorded (relative) curriculum path leads nowhere:
+    # the page finds the copy in the store's curricula/
+    monkeypatch.chdir(tmp_path)
+    at = app_test(sample_store)
+    at.run()  # register the pages first
+    at.switch_page("views/curriculum.py")
+    at = run_clean(at)
+    at.selectbox(key="cur_strategy").set_value("downweight-noise").run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = metrics(at)
+    summary = store_api.run_summary(sample_store, max(RUNS.values()))  # the newest finished run
+    assert shown["Samples"] == f"{len(summary):,}" and shown["Pruned"] == "800"  # fraction 0.2 by loss
+    flipped = int(summary["label_noisy"].sum())
+    assert shown["Flipped labels pruned"].endswith(f" / {flipped}")
+    titles = figure_titles(at)
+    assert "Weights (0 = pruned)" in titles and "Data map: what the curriculum drops" in titles
+    data_map = figures(at)[titles.index("Data map: what the curriculum drops")]
+    assert [trace["name"] for trace in data_map["data"]] == ["kept (3200)", "pruned (800)"]
+    tables = [frame.value for frame in at.dataframe]
+    by_class, by_region = tables[0], tables[1]
+    assert by_class["samples"].sum() == len(summary) and by_class["kept"].sum() == 3200
+    assert by_region["region"].tolist() == ["easy-to-learn", "ambiguous", "hard-to-learn"]
+    # the shipped rerun beside its parent: curves, per-class accuracy, what happened to the pruned
+    page = texts(at)
+    assert "Outcome: rerun vs parent" in [s.value for s in at.subheader]
+    assert "Validation accuracy per class (last epoch)" in page
+    assert "What happened to the pruned and down-weighted samples" in page
+    outcome = next(t for t in tables if "run" in t.columns and "final val loss" in t.columns)
+    assert outcome["run"].tolist() == ["parent · cnn-noise20-s0", "rerun · cnn-noise20-s0-clean"]
+    fate = next(t for t in tables if "group" in t.columns)
+    assert fate["samples"].sum() == len(summary) and set(fate["group"]) == {"kept", "pruned"}

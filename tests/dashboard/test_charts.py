@@ -1,0 +1,107 @@
+"""dashboard.charts: the pure ``DataFrame -> plotly Figure`` builders, checked as Figure
+objects (traces, their data, titles and axes), without Streamlit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dashboard import charts
+
+
+def test_data_map_figure_marks_flipped_labels_and_says_it_is_sampled():
+    points = pd.DataFrame({
+        "sample_id": [0, 1, 2, 3], "label": [1, 2, 3, 4], "original_label": [1, 2, 0, 4],
+        "label_noisy": [False, False, True, False], "confidence": [0.9, 0.5, 0.1, 0.7],
+        "variability": [0.05, 0.3, 0.1, 0.2], "color_value": [1.0, 0.5, 0.0, 0.8],
+    })
+    figure = charts.data_map_figure(points, "correctness", total=10, selected_sample=2)
+    assert [trace.type for trace in figure.data] == ["scattergl"] * 3
+    assert [len(trace.x) for trace in figure.data] == [3, 1, 1]
+    assert figure.data[1].marker.symbol == "x"
+    assert list(figure.data[0].customdata[:, 0]) == [0, 1, 3]
+    assert figure.layout.xaxis.title.text == "variability"
+    assert figure.layout.yaxis.title.text == "confidence"
+    assert "showing 4 of 10 samples (random sample)" in figure.layout.title.text
+    assert "showing" not in charts.data_map_figure(points, "aum").layout.title.text
+
+
+def test_step_figure_joins_sampled_gradient_norms_and_says_when_there_are_none():
+    steps = pd.DataFrame({"step": range(6), "loss": [2.0, 1.8, 1.5, 1.4, 1.2, 1.1],
+                          "grad_norm": [3.0, np.nan, np.nan, 2.0, np.nan, np.nan], "lr": [0.1] * 6})
+    norms = charts.step_figure(steps, "grad_norm", "Gradient norm", log_y=True)
+    assert list(norms.data[0].x) == [0, 3] and list(norms.data[0].y) == [3.0, 2.0]
+    assert not norms.layout.annotations
+    assert list(charts.step_figure(steps, "loss", "Loss").data[0].x) == list(range(6))
+    none = charts.step_figure(steps.assign(grad_norm=np.nan), "grad_norm", "Gradient norm")
+    assert len(none.data[0].x) == 0 and none.layout.annotations[0].text == "not recorded in this run"
+
+
+def test_histogram_and_forgetting_figures():
+    bins = pd.DataFrame({"bin_start": [0.0, 0.5], "bin_end": [0.5, 1.0], "samples": [10, 4],
+                         "flipped": [1, 3]})
+    figure = charts.histogram_figure(bins, "el2n", missing=2)
+    assert len(figure.data) == 2 and figure.layout.barmode == "stack"
+    assert list(figure.data[0].y) == [9, 1] and list(figure.data[1].y) == [1, 3]
+    assert figure.layout.xaxis.title.text == "el2n" and "2 samples without a value" in figure.layout.title.text
+    counts = pd.DataFrame({"forgetting_events": ["0", "1", "never learned"], "samples": [5, 3, 2],
+                           "flipped": [0, 0, 2]})
+    forgetting = charts.forgetting_figure(counts)
+    assert list(forgetting.data[0].x) == ["0", "1", "never learned"]
+    assert forgetting.layout.xaxis.type == "category"
+
+
+def test_input_trajectory_and_compare_figures():
+    line = charts.input_figure(np.arange(40, dtype=np.float32), "signal")
+    assert line.data[0].type == "scatter" and len(line.data[0].y) == 40
+    image = charts.input_figure(np.zeros((8, 8)), "image")
+    assert image.data[0].type == "heatmap" and np.asarray(image.data[0].z).shape == (8, 8)
+    trajectory = pd.DataFrame({"epoch": [0, 1, 2], "p_true": [0.1, 0.5, 0.9], "loss": [2.3, 0.7, 0.1],
+                               "el2n": [1.2, 0.7, 0.1], "correct": [False, True, True]})
+    figure = charts.trajectory_figure(trajectory)
+    assert len(figure.data) == 4 and list(figure.data[3].y) == [0.0, 1.0, 1.0]
+    curves = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "epoch": [0, 1, 0, 1],
+                           "val_accuracy": [0.5, 0.6, 0.4, 0.7]})
+    overlay = charts.compare_epochs_figure(curves, "val_accuracy", {"a": "run A", "b": "run B"})
+    assert [trace.name for trace in overlay.data] == ["run A", "run B"]
+    assert overlay.layout.yaxis.title.text == "validation accuracy"
+    assert charts.sampling_note(20_000, 50_000) == "showing 20,000 of 50,000 samples (random sample)"
+
+
+
+
+def test_agreement_figure_marks_flipped_labels():
+    points = pd.DataFrame({"sample_id": [3, 4, 5], "label_noisy": [False, True, False],
+                           "value_a": [0.1, 0.5, 0.9], "value_b": [0.2, 0.4, 0.8]})
+    figure = charts.agreement_figure(points, "el2n", "run one", "run two", total=30)
+    assert [trace.name for trace in figure.data] == ["given label", "flipped label"]
+    assert list(figure.data[0].x) == [0.1, 0.9] and list(figure.data[1].customdata) == [4]
+    assert figure.layout.xaxis.title.text == "el2n — run one"
+    assert "showing 3 of 30 samples" in figure.layout.title.text
+
+
+def test_weight_histogram_figure_bins_every_weight():
+    weight = np.array([0.0, 0.0, 0.5, 1.0, 1.0, 1.0])
+    figure = charts.weight_histogram_figure(weight)
+    assert figure.data[0].type == "histogram" and list(figure.data[0].x) == weight.tolist()
+    assert figure.data[0].nbinsx == 40
+    assert figure.layout.title.text == "Weights (0 = pruned)"
+    assert figure.layout.xaxis.title.text == "weight"
+
+
+def test_weight_map_figure_draws_one_trace_per_group_with_its_full_size():
+    points = pd.DataFrame({
+        "sample_id": [1, 2, 3, 4], "confidence": [0.9, 0.8, 0.2, 0.1],
+        "variability": [0.1, 0.2, 0.3, 0.05], "label_noisy": [False, False, True, True],
+        "group": ["kept", "kept", "down-weighted", "pruned"],
+    })
+    figure = charts.weight_map_figure(points, {"kept": 900, "down-weighted": 1, "pruned": 1})
+    assert [trace.type for trace in figure.data] == ["scattergl"] * 3
+    assert [trace.name for trace in figure.data] == ["kept (900)", "down-weighted (1)", "pruned (1)"]
+    assert list(figure.data[0].x) == [0.1, 0.2] and list(figure.data[0].y) == [0.9, 0.8]
+    assert figure.data[2].marker.symbol == "x"
+    assert figure.data[1].customdata.tolist() == [[3, 1]]  # sample_id, flipped
+    assert figure.layout.title.text == "Data map: what the curriculum drops"
+    assert figure.layout.yaxis.title.text == "confidence" and list(figure.layout.yaxis.range) == [-0.02, 1.02]
+    only_kept = charts.weight_map_figure(points[points["group"] == "kept"], {"kept": 2})
+    assert [trace.name for trace in only_kept.data] == ["kept (2)"]
