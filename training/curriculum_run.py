@@ -9,7 +9,8 @@
         sampler.set_epoch(epoch)          # optional: each pass is the next epoch anyway
         for x, y, *_ in loader: ...
 
-What a file does in training (store.curriculum has the definitions):
+What a file does in training (store.curriculum has the definitions; an online rule's
+parameters not in the file take the defaults of ``store.curriculum.registry``):
 
 * ``weight`` > 0: the sample is drawn and its loss is multiplied by its weight (the
   dataset's ``weights``, recorded per presentation); weight 0: never drawn;
@@ -38,14 +39,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from store.curriculum import (
-    Curriculum,
-    CurriculumError,
-    available_count,
-    infobatch_plan,
-    load_curriculum,
-    sow_weights,
-)
+from store.curriculum.errors import CurriculumError
+from store.curriculum.format import Curriculum, load_curriculum
+from store.curriculum.online import infobatch_plan, sow_weights
+from store.curriculum.pace import available_count
+from store.curriculum.registry import rule_params
 
 
 class CurriculumSampler(Sampler[int]):
@@ -180,7 +178,10 @@ class CurriculumAttachment:
     reload_dataloaders_every_n_epochs: int = 0
 
 
-def _sow_hook(g: str, delta: float, tau: float) -> Callable[[Tensor, Tensor], Tensor]:
+def sow_hook(g: str, delta: float, tau: float) -> Callable[[Tensor, Tensor], Tensor]:
+    """The loss-reweight rule as a ``Classifier(online_weights=...)`` hook: each batch's
+    ``sow_weights`` times the batch size (so the weighted loss keeps the scale of a mean)."""
+
     def online_weights(sample_ids: Tensor, losses: Tensor) -> Tensor:
         weights = sow_weights(losses.detach().float().cpu().numpy(), g=g, delta=delta, tau=tau)
         return torch.as_tensor(weights * len(weights), dtype=losses.dtype, device=losses.device)
@@ -200,7 +201,7 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
     dataset.weights = torch.as_tensor(base, dtype=torch.float32)
     online = curriculum.online or {}
     rule = online.get("rule")
-    params = online.get("params") or {}
+    params = rule_params(rule, online.get("params")) if rule else {}
     seed = int(getattr(config, "seed", 0))
     n = len(ids)
     module_kwargs: dict[str, Any] = {}
@@ -209,15 +210,13 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
     num_samples = n if (getattr(config, "keep_steps", False) or start is not None) else None
 
     if rule == "loss-reweight":
-        module_kwargs["online_weights"] = _sow_hook(
-            params.get("g", "linear-upper"), float(params.get("delta", 1.0)), float(params.get("tau", 1.0))
-        )
+        module_kwargs["online_weights"] = sow_hook(params["g"], float(params["delta"]), float(params["tau"]))
     elif rule in ("infobatch", "self-paced"):
         latest = LatestLoss(ids)
         module_kwargs["on_batch_losses"] = latest
         if rule == "infobatch":
-            prune_ratio = float(params.get("prune_ratio", 0.5))
-            delta = float(params.get("delta", 0.875))
+            prune_ratio = float(params["prune_ratio"])
+            delta = float(params["delta"])
 
             def plan(epoch: int) -> np.ndarray:
                 keep, factor, _ = infobatch_plan(
@@ -230,7 +229,7 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
             if num_samples is None:
                 reload_every = 1
         else:
-            pacing = {k: params[k] for k in ("pacing", "r0", "duration", "stages", "power") if k in params}
+            pacing = params  # the keyword arguments of pacing_fraction
             start_rank = np.zeros(n) if start is None else start.astype(float)
             start = None  # the online rule replaces the static schedule
             num_samples = n

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from store import Store, dynamics, run_summary, steps
 from store.curriculum import Curriculum, build_curriculum, class_accuracy, load_curriculum, save_curriculum
-from training.curriculum_run import CurriculumSampler, _sow_hook
+from training.curriculum_run import CurriculumSampler, sow_hook
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_sampler_from_file_in_a_plain_pytorch_loop(tmp_path):
@@ -58,11 +58,55 @@ def test_sampler_from_file_in_a_plain_pytorch_loop(tmp_path):
 
 
 def test_sow_hook_scales_softmax_by_batch_size():
-    hook = _sow_hook("linear-upper", 1.0, 1.0)
+    hook = sow_hook("linear-upper", 1.0, 1.0)
     weights = hook(torch.arange(3), torch.tensor([0.0, 1.0, 2.0]))
     z = np.exp([-1.0, 0.0, 1.0])
     np.testing.assert_allclose(weights.numpy(), 3 * z / z.sum(), rtol=1e-6)
     assert float(weights.sum()) == pytest.approx(3.0)
+
+
+def _attach_online(tmp_path, rule: str, params: dict):
+    """attach_curriculum on a 6-sample dataset whose file names ``rule`` with ``params`` only."""
+    from types import SimpleNamespace
+
+    from training.curriculum_run import attach_curriculum
+
+    table = pd.DataFrame({"sample_id": np.arange(6), "weight": np.ones(6)})
+    path = save_curriculum(Curriculum(table, {"online": {"rule": rule, "params": params}}), tmp_path / f"{rule}.parquet")
+    dataset = SimpleNamespace(sample_ids=torch.arange(6), weights=torch.ones(6))
+    config = SimpleNamespace(curriculum=str(path), seed=0, epochs=8, keep_steps=False)
+    return attach_curriculum(config, dataset, task_name="mnist1d", batch_size=3), dataset
+
+
+def test_online_rules_train_with_the_registry_defaults(tmp_path):
+    from store.curriculum import STRATEGIES, available_count, infobatch_plan, sow_weights
+
+    losses = torch.tensor([0.1, 0.2, 0.3, 1.4, 0.2, 0.9])
+    attachment, _ = _attach_online(tmp_path, "loss-reweight", {})
+    weights = attachment.module_kwargs["online_weights"](torch.arange(6), losses)
+    expected = sow_weights(losses.numpy(), **STRATEGIES["loss-reweight"].defaults) * 6
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
+    attachment, _ = _attach_online(tmp_path, "loss-reweight", {"tau": 0.25})
+    weights = attachment.module_kwargs["online_weights"](torch.arange(6), losses)
+    expected = sow_weights(losses.numpy(), **{**STRATEGIES["loss-reweight"].defaults, "tau": 0.25}) * 6
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
+
+    attachment, dataset = _attach_online(tmp_path, "infobatch", {})
+    attachment.module_kwargs["on_batch_losses"](torch.arange(6), losses)
+    mask = attachment.sampler.plan(2)
+    keep, factor, _ = infobatch_plan(losses.numpy(), 2, 8, **STRATEGIES["infobatch"].defaults,
+                                     rng=np.random.default_rng([0, 7919, 2]))
+    np.testing.assert_array_equal(mask, keep)
+    np.testing.assert_allclose(dataset.weights.numpy(), np.where(keep, factor, 1.0))
+    assert attachment.sampler.plan(7).all()  # delta 0.875 of 8 epochs: full data from epoch 7
+
+    attachment, _ = _attach_online(tmp_path, "self-paced", {"r0": 0.5})
+    attachment.module_kwargs["on_batch_losses"](torch.arange(6), losses)
+    pacing = {**STRATEGIES["self-paced"].defaults, "r0": 0.5}
+    for epoch in (0, 4, 10):
+        mask = attachment.sampler.plan(epoch)
+        assert mask.sum() == available_count(epoch, 6, **pacing)
+        assert set(np.flatnonzero(mask)) == set(np.argsort(losses.numpy(), kind="stable")[: mask.sum()])
 
 
 # -- real short runs -------------------------------------------------------------------------

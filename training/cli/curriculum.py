@@ -25,7 +25,7 @@ def param_type(kind: Any) -> Callable[[str], Any]:
 
 
 def add_parser(commands: Any) -> None:
-    from store.curriculum import PARAMS, STRATEGIES
+    from store.curriculum.registry import PARAMS, STRATEGIES
 
     strategies = "; ".join(f"{name}: {spec.description}" for name, spec in STRATEGIES.items())
     parser = commands.add_parser(
@@ -62,14 +62,13 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build, save into ``<store>/curricula/`` and to ``-o``; a bad input is one line (main)."""
     from store import sample_summary
-    from store.curriculum import FILE_SUFFIXES, CurriculumError, build_curriculum, save_curriculum, save_to_store
+    from store.curriculum.build import build_curriculum
+    from store.curriculum.errors import CurriculumError
+    from store.curriculum.format import check_writable, save_curriculum, save_to_store
 
     output = Path(args.output) if args.output else None
     if output is not None:
-        if output.suffix.lower() not in FILE_SUFFIXES:
-            raise CliError(f"cannot write {str(output)!r}: a curriculum file ends in .parquet or .csv")
-        if not output.parent.is_dir():
-            raise CliError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
+        check_writable(output)
     store = open_store(args)
     ids = run_ids(args, store)
     epochs = epoch_range(args.epochs)

@@ -1,0 +1,86 @@
+"""Build a curriculum from a per-sample summary with one of the registered strategies.
+
+``build_curriculum`` checks the score, takes each parameter's default from
+``store.curriculum.registry``, calls the strategy's builder and records the provenance
+(strategy, score, parameters, source runs, seed) in the metadata the file keeps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+
+from store.curriculum.errors import CurriculumError
+from store.curriculum.format import FORMAT_VERSION, Curriculum
+from store.curriculum.registry import Strategy, keyword_arguments, strategy_named, strategy_values
+from store.curriculum.reweight import CARTOGRAPHY
+from store.scores import SCORES
+
+
+def check_score(strategy: Strategy, summary: pd.DataFrame, score: str | None) -> str | None:
+    """The score ``strategy`` ranks by (``None`` for one that needs none), checked
+    against the strategy and the summary's columns."""
+    if not strategy.needs_score:
+        return None
+    if score is None:
+        raise CurriculumError(f"strategy {strategy.name!r} needs a score (one of {', '.join(SCORES)})")
+    if score not in strategy.scores:
+        raise CurriculumError(f"unknown score {score!r}; expected one of {', '.join(strategy.scores)}")
+    needed = ["confidence", "variability"] if score == CARTOGRAPHY else [score]
+    missing = [c for c in needed if c not in summary]
+    if missing:
+        raise CurriculumError(f"the scores have no column {', '.join(missing)}")
+    if score != CARTOGRAPHY and summary[score].isna().all():
+        raise CurriculumError(f"score {score!r} was not recorded for these runs (all values missing)")
+    return score
+
+
+def build_curriculum(
+    summary: pd.DataFrame,
+    strategy: str,
+    score: str | None = None,
+    *,
+    seed: int = 0,
+    task: str | None = None,
+    source_runs: list[str] | None = None,
+    name: str | None = None,
+    **params: Any,
+) -> Curriculum:
+    """Build a curriculum from a per-sample summary with one of ``STRATEGIES``.
+
+    Parameters not given take the strategy's defaults; a parameter the strategy does not
+    use is an error (so a typo never silently does nothing). ``seed`` seeds the
+    strategies that draw at random.
+    """
+    spec = strategy_named(strategy)
+    values = strategy_values(spec, params)
+    score = check_score(spec, summary, score)
+    if len(summary) == 0:
+        raise CurriculumError("the scores have no samples")
+    if spec.prepare is not None:
+        values = spec.prepare(values, score)
+    builder = spec.builder_for(values)
+    arguments = keyword_arguments(builder, {**values, "seed": seed})
+    table = builder(summary, score, **arguments) if spec.needs_score else builder(summary, **arguments)
+    if not (table["weight"] > 0).any():
+        raise CurriculumError(f"strategy {strategy!r} with these parameters keeps no samples")
+    recorded = {key: value for key, value in values.items() if value is not None}
+    metadata: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "task": task,
+        "source_runs": list(source_runs or []),
+        "score": score,
+        "strategy": strategy,
+        "kind": spec.kind,
+        "params": recorded,
+        "seed": seed,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "online": None,
+    }
+    if name:
+        metadata["name"] = name
+    if spec.online_rule:
+        metadata["online"] = {"rule": spec.online_rule, "params": dict(recorded)}
+    return Curriculum(table, metadata)
