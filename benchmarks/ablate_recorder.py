@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from bench_recorder import add_gated_arguments, gated_fit, median_ci, paired_ratios, parse_gated_arguments
+from store.recording.messages import Configure, Sync
 from training.recorder import DynamicsRecorder
 from training.tasks import load_task
 
@@ -30,18 +31,18 @@ from training.tasks import load_task
 class NoWrites(DynamicsRecorder):
     def on_train_start(self, trainer, pl_module):
         super().on_train_start(trainer, pl_module)
-        call = self._writer.call
+        send = self._writer.send
 
-        def drop(method, *args):
-            if method in ("configure", "sync"):
-                call(method, *args)
+        def drop(message):
+            if isinstance(message, (Configure, Sync)):
+                send(message)
 
-        self._writer.call = drop
+        self._writer.send = drop
 
 
 class PerStepOnly(DynamicsRecorder):
     def on_train_epoch_end(self, trainer, pl_module):
-        self._reset_epoch_buffers()
+        self._epoch.clear()
 
 
 class NormsEveryStep(DynamicsRecorder):

@@ -1,5 +1,5 @@
-"""The recorder's writer process (store.recording): hand-over, errors, and what it keeps
-when the training process goes away."""
+"""The recorder's writer process (store.recording.process): hand-over, errors, and what it
+keeps when the training process goes away."""
 
 from __future__ import annotations
 
@@ -17,35 +17,38 @@ import pytest
 
 from store import Store, StoreError
 from store.queries import dynamics, epoch_metrics, steps
-from store.recording import WriterProcess
+from store.recording.messages import Configure, EpochBuffers, RecordEpoch
+from store.recording.process import WriterProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def epoch_buffers(n: int, classes: int = 10, steps_per_epoch: int = 4, first_step: int = 0) -> dict:
+def epoch_buffers(n: int, classes: int = 10, steps_per_epoch: int = 4, first_step: int = 0) -> EpochBuffers:
     rng = np.random.default_rng(n)
     sizes = [n // steps_per_epoch] * steps_per_epoch
     step_numbers = list(range(first_step, first_step + steps_per_epoch))
-    return {
-        "logits": rng.normal(size=(n, classes)).astype(np.float32),
-        "targets": rng.integers(0, classes, n),
-        "sample_id": rng.permutation(n),
-        "batch_steps": step_numbers,
-        "batch_sizes": sizes,
-        "step_numbers": step_numbers,
-        "grad_norm_steps": step_numbers,
-        "lrs": [0.1] * steps_per_epoch,
-        "lr_steps": step_numbers,
-        "weight": None,
-        "feature_sqnorm": None,
-        "step_losses": rng.random(steps_per_epoch).astype(np.float32),
-        "parameter_norms": rng.random((steps_per_epoch, 2)),
-    }
+    return EpochBuffers(
+        logits=rng.normal(size=(n, classes)).astype(np.float32),
+        targets=rng.integers(0, classes, n),
+        sample_ids=rng.permutation(n),
+        batch_steps=step_numbers,
+        batch_sizes=sizes,
+        step_numbers=step_numbers,
+        step_losses=rng.random(steps_per_epoch).astype(np.float32),
+        grad_norm_steps=step_numbers,
+        parameter_norms=rng.random((steps_per_epoch, 2)),
+        lr_steps=step_numbers,
+        lrs=[0.1] * steps_per_epoch,
+        weights=None,
+        feature_sqnorms=None,
+    )
 
 
 def start(store: Store, run_id: str, flush_secs: float) -> WriterProcess:
     writer = WriterProcess()
-    writer.start(store_path=str(store.root), run_id=run_id, layers=["fc"], layer_owner=np.array([0, 0]), flush_secs=flush_secs)
+    writer.start(Configure(
+        store_path=str(store.root), run_id=run_id, layers=("fc",), layer_owner=np.array([0, 0]), flush_secs=flush_secs
+    ))
     return writer
 
 
@@ -56,7 +59,8 @@ def new_run(tmp_path: Path) -> tuple[Store, str]:
 
 def record(writer: WriterProcess, epoch: int, n: int = 4000) -> None:
     now = dt.datetime.now(dt.timezone.utc)
-    writer.call("record_epoch", epoch_buffers(n, first_step=4 * epoch), None, epoch, 0, True, None, None, None, now)
+    buffers = epoch_buffers(n, first_step=4 * epoch)
+    writer.send(RecordEpoch(epoch=epoch, rank=0, is_global_zero=True, buffers=buffers, time=now))
 
 
 def test_an_epoch_handed_over_is_scored_and_written(tmp_path):
@@ -70,10 +74,10 @@ def test_an_epoch_handed_over_is_scored_and_written(tmp_path):
     assert len(rows) == 8000
     assert sorted(rows.loc[rows.epoch == 1, "sample_id"]) == list(range(4000))
     buffers = epoch_buffers(4000, first_step=4)
-    expected = -np.log(np.exp(buffers["logits"]) / np.exp(buffers["logits"]).sum(1, keepdims=True))[
-        np.arange(4000), buffers["targets"]
+    expected = -np.log(np.exp(buffers.logits) / np.exp(buffers.logits).sum(1, keepdims=True))[
+        np.arange(4000), buffers.targets
     ]
-    got = rows[rows.epoch == 1].set_index("sample_id").loc[buffers["sample_id"], "loss"].to_numpy()
+    got = rows[rows.epoch == 1].set_index("sample_id").loc[buffers.sample_ids, "loss"].to_numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert list(steps(store, run_id)["step"]) == list(range(8))
     assert store.run_info(run_id)["epochs_done"] == 2
@@ -161,13 +165,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_the_writer_process_imports_no_heavy_libraries():
+def test_the_writer_process_imports_no_heavy_libraries(tmp_path):
     # It starts while the first epoch trains, on the same cores: pandas, DuckDB and torch
-    # would triple its start-up CPU (store/__init__.py imports them lazily).
-    code = (
-        "import sys; from store.recording import serve; "
-        "print(','.join(m for m in ('torch', 'lightning', 'pandas', 'duckdb', 'streamlit') if m in sys.modules))"
+    # would triple its start-up CPU (store/__init__.py imports them lazily). This runs the
+    # child's real entry point, which ends at once on an empty stdin.
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "store.recording", str(tmp_path / "spool"), "0"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT, timeout=60,
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert {"store.recording.process", "store.recording.writer", "store.layout"} <= imported
+    heavy = {"torch", "lightning", "pandas", "duckdb", "streamlit"}
+    assert sorted(name for name in imported if name.split(".")[0] in heavy) == []
