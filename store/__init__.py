@@ -2,7 +2,8 @@
 
 The bottom layer: imports neither torch nor streamlit. The names below are imported on
 first use (PEP 562), so that a process that needs only ``store.layout`` (the recording
-writer process, ~0.1 s) does not pay for pandas, DuckDB and the curriculum code (~0.6 s).
+writer process) does not import pandas, DuckDB and the curriculum code
+(``tests/store/test_recording.py`` checks what the writer process loads).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ half-written one. DuckDB's glob also matches dot-files, so the temporary name is
 never a leading dot (DESIGN.md).
 
 This module is the bottom floor of ``store/``: it imports nothing from the project, so
-``layout``, ``migrations``, ``recording`` and the curriculum file format all use it
-without importing each other.
+``layout`` (and through it the recording writer), ``migrations``, ``queries`` and the
+curriculum file format all use it without importing each other.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +17,27 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+SAMPLE_RUNS = REPO / "sample_runs"
+
+
+def sample_run_ids() -> dict[str, str]:
+    """name -> run_id of the shipped sample runs."""
+    ids = {}
+    for path in sorted((SAMPLE_RUNS / "runs").iterdir()):
+        info = json.loads((path / "run.json").read_text())
+        ids[info["name"]] = info["run_id"]
+    return ids
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory):
+    """A copy of the shipped sample runs, shared by a test module."""
+    from store import Store
+
+    root = tmp_path_factory.mktemp("sample-runs") / "store"
+    shutil.copytree(SAMPLE_RUNS, root)
+    return Store(root)
 
 
 def write_synthetic_run(store, correct: np.ndarray, p_true: np.ndarray, margin: np.ndarray,

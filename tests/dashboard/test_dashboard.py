@@ -24,30 +24,15 @@ from scipy.stats import spearmanr
 import store as store_api
 from store import Store, cartography_region, rank_hardest
 
+from conftest import SAMPLE_RUNS, sample_run_ids
+
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "dashboard" / "app.py")
-SAMPLE_RUNS = REPO / "sample_runs"
-
-
-def sample_run_ids() -> dict[str, str]:
-    """name -> run_id of the shipped sample runs."""
-    ids = {}
-    for path in sorted((SAMPLE_RUNS / "runs").iterdir()):
-        info = json.loads((path / "run.json").read_text())
-        ids[info["name"]] = info["run_id"]
-    return ids
 
 
 RUNS = sample_run_ids()
 NOISY = RUNS["cnn-noise20-s0"]
 NOISY_OTHER_SEED = RUNS["cnn-noise20-s1"]
-
-
-@pytest.fixture(scope="module")
-def sample_store(tmp_path_factory) -> Store:
-    root = tmp_path_factory.mktemp("dashboard") / "store"
-    shutil.copytree(SAMPLE_RUNS, root)
-    return Store(root)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ on a tmp copy of ``sample_runs/``; and the curriculum counts on tiny hand-made f
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,29 +17,14 @@ from store import Store, cartography_region, rank_hardest
 from store import views
 from store.scores import REGIONS
 
+from conftest import SAMPLE_RUNS, sample_run_ids
+
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE_RUNS = REPO / "sample_runs"
-
-
-def sample_run_ids() -> dict[str, str]:
-    """name -> run_id of the shipped sample runs."""
-    ids = {}
-    for path in sorted((SAMPLE_RUNS / "runs").iterdir()):
-        info = json.loads((path / "run.json").read_text())
-        ids[info["name"]] = info["run_id"]
-    return ids
 
 
 RUNS = sample_run_ids()
 NOISY = RUNS["cnn-noise20-s0"]
 NOISY_OTHER_SEED = RUNS["cnn-noise20-s1"]
-
-
-@pytest.fixture(scope="module")
-def sample_store(tmp_path_factory) -> Store:
-    root = tmp_path_factory.mktemp("views") / "store"
-    shutil.copytree(SAMPLE_RUNS, root)
-    return Store(root)
 
 
 @pytest.fixture(scope="module")
