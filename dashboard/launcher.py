@@ -125,14 +125,19 @@ def importable(module: str) -> bool:
         return False
 
 
-def launch(args: list[str], *, store: str | os.PathLike[str], name: str) -> Launch:
-    """Start ``python -m training.cli <args>`` in its own session; return its handle."""
-    if not args or args[0] != "train":
-        raise LaunchError("only `trainmap train` can be launched")
+def check_can_train() -> None:
+    """Refuse, naming the extra to install, when this interpreter cannot train (no torch)."""
     missing = [module for module in ("torch", "lightning") if not importable(module)]
     if missing:
         raise LaunchError(f"a rerun trains a model, which needs {' and '.join(missing)}: install the "
                           f"training extra ({TRAINING_EXTRA}) where the dashboard runs")
+
+
+def launch(args: list[str], *, store: str | os.PathLike[str], name: str) -> Launch:
+    """Start ``python -m training.cli <args>`` in its own session; return its handle."""
+    if not args or args[0] != "train":
+        raise LaunchError("only `trainmap train` can be launched")
+    check_can_train()
     folder = Path(store) / "curricula" / "launches"
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / f"{name}.log"

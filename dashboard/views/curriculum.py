@@ -129,6 +129,7 @@ def _launch() -> None:
     curriculum, root, parent_config = st.session_state["cur_current"]
     st.session_state["cur_launch_error"] = None
     try:
+        launcher.check_can_train()  # before anything is saved: a refused launch creates nothing
         path = data.save_curriculum(curriculum, root)
         name = launcher.unique_name()
         args = launcher.rerun_args(parent_config, path, store=root, name=name,

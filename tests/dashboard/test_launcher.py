@@ -86,3 +86,24 @@ def test_page_builds_previews_and_launches_a_rerun(tmp_path):
     assert info["status"] == "finished" and info["epochs_done"] == 1 and info["parent_run_id"] in store.run_ids()
     assert "Validation accuracy per class" in text and "What happened to the pruned" in text
     assert len(list((root / "curricula").glob("*.parquet"))) >= 1
+
+
+def test_a_refused_launch_says_why_and_saves_nothing(tmp_path, monkeypatch):
+    """Without torch (as on a browse-only install) the page names the extra to install and
+    the store is left as it was: no curriculum copy, no launches folder."""
+    import shutil
+
+    from dashboard import launcher
+
+    root = tmp_path / "store"
+    shutil.copytree(REPO / "sample_runs", root)
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    monkeypatch.setattr(launcher, "importable", lambda module: module != "torch")
+    at = _page(root)
+    at.run()
+    at.button(key="cur_launch").click().run()
+    assert not at.exception, at.exception
+    assert "curriculum_launch" not in at.session_state
+    errors = [e.value for e in at.error]
+    assert any("needs torch: install the training extra (pip install 'trainmap[train]')" in e for e in errors), errors
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
