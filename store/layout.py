@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from store import migrations
 from store.files import write_json_atomic, write_parquet_atomic
 from store.errors import RunNotFoundError, StoreError
-from store.schema import SAMPLES, SEGMENT_TABLES
+from store.schema import SAMPLES, SEGMENT_TABLES, conform
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +191,8 @@ class Store:
         """
         dropped = 0
         for table_name, schema in SEGMENT_TABLES.items():
+            if "epoch" not in schema.names and "step" not in schema.names:
+                continue  # sample_keys: which key each id stands for holds whenever it was written
             column, limit = ("epoch", epoch) if "epoch" in schema.names else ("step", step)
             for path in self.table_files(run_id, table_name):
                 table = pq.read_table(path)
@@ -217,8 +219,7 @@ class Store:
 
     def write_segment(self, run_id: str, table_name: str, table: pa.Table, part: str) -> Path:
         """Append one segment (e.g. one epoch of one rank) to a run's table."""
-        schema = SEGMENT_TABLES[table_name]
-        table = table.select(schema.names).cast(schema)
+        table = conform(table, SEGMENT_TABLES[table_name])
         folder = self.run_dir(run_id) / table_name
         folder.mkdir(exist_ok=True)
         path = folder / f"part-{part}.parquet"

@@ -54,8 +54,27 @@ def _v1_to_v2(root: Path) -> None:
             write_parquet_atomic(run_path / "val_classes.parquet", schema.empty_table(), compact=True)
 
 
+def _v2_to_v3(root: Path) -> None:
+    """Version 3: every compacted run has a ``sample_keys.parquet`` (sample keys that are
+    not integers, mapped to their sample ids).
+
+    Runs compacted before it identified samples by integers only: an empty table. The
+    columns that version 3 adds to existing tables (``presentations.token_count`` and
+    ``token_accuracy``, ``epochs.dataloader_idx``, ``val_classes.dataloader_idx``) are not
+    written into old files: readers see them as null (``store.queries``).
+    """
+    schema = pa.schema([("sample_id", pa.int64()), ("sample_key", pa.string())])
+    runs = root / "runs"
+    if not runs.is_dir():
+        return
+    for run_path in sorted(runs.iterdir()):
+        compacted = (run_path / "presentations.parquet").exists()
+        if compacted and not (run_path / "sample_keys.parquet").exists():
+            write_parquet_atomic(run_path / "sample_keys.parquet", schema.empty_table(), compact=True)
+
+
 #: MIGRATIONS[i] upgrades version i to version i + 1.
-MIGRATIONS: list[Callable[[Path], None]] = [_v0_to_v1, _v1_to_v2]
+MIGRATIONS: list[Callable[[Path], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 from store.errors import StoreError
 from store.files import write_parquet_atomic
 from store.layout import Store
-from store.schema import COMPACT_ORDER, DEDUPLICATE_ON, SAMPLES, SEGMENT_TABLES
+from store.schema import COMPACT_ORDER, DEDUPLICATE_ON, SAMPLES, SEGMENT_TABLES, conform, select_list
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,9 @@ def _register_table(
     files = store.table_files(run_id, table_name)
     raw_name = f"{table_name}_raw"
     if files:
-        con.read_parquet([str(path) for path in files]).create_view(raw_name)
+        # Files written before a column existed lack it: read by name, missing as null.
+        relation = con.read_parquet([str(path) for path in files], union_by_name=True)
+        relation.select(select_list(SEGMENT_TABLES[table_name], relation.columns)).create_view(raw_name)
     else:
         empty = SEGMENT_TABLES[table_name].empty_table()
         con.register(raw_name, empty)
@@ -271,7 +273,7 @@ def compact_run(store: Store, run_id: str) -> None:
                 sql = f"SELECT * FROM {table_name}_raw ORDER BY {order}"
             table: pa.Table = con.sql(sql).to_arrow_table()
             write_parquet_atomic(
-                run_path / f"{table_name}.parquet", table.cast(SEGMENT_TABLES[table_name]), compact=True
+                run_path / f"{table_name}.parquet", conform(table, SEGMENT_TABLES[table_name]), compact=True
             )
     finally:
         con.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 #: Version of the on-disk layout. Bump it and add a step to ``store.migrations``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: One row per sample presentation (each time a sample is in a training batch),
 #: measured on that batch's forward pass before the update.
@@ -30,6 +30,10 @@ PRESENTATIONS = pa.schema(
         # Last-layer GraNd approximation EL2N * sqrt(||h||^2 + 1); NaN when not recorded.
         ("grand_last", pa.float32()),
         ("rank", pa.int16()),
+        # Sequences (logits [B, T, V]): the tokens that count (ignore_index and the loss mask
+        # excluded) and the fraction of them predicted correctly; null for other outputs.
+        ("token_count", pa.int32()),
+        ("token_accuracy", pa.float32()),
     ]
 )
 
@@ -59,6 +63,8 @@ EPOCHS = pa.schema(
     [
         ("epoch", pa.int32()),
         ("split", pa.string()),
+        # Which validation dataloader a "val" row is about (0, 1, ...); null for "train".
+        ("dataloader_idx", pa.int16()),
         ("loss_sum", pa.float64()),
         ("correct_sum", pa.int64()),
         ("num_samples", pa.int64()),
@@ -84,6 +90,7 @@ GRAND = pa.schema(
 VAL_CLASSES = pa.schema(
     [
         ("epoch", pa.int32()),
+        ("dataloader_idx", pa.int16()),
         ("label", pa.int32()),
         ("correct_sum", pa.int64()),
         ("num_samples", pa.int64()),
@@ -101,6 +108,16 @@ SAMPLES = pa.schema(
     ]
 )
 
+#: Datasets that identify samples by another key than an integer (a string, a path):
+#: each key's stable integer ``sample_id`` (``training`` derives it from the key alone, so
+#: every rank and every run of the same data agree).
+SAMPLE_KEYS = pa.schema(
+    [
+        ("sample_id", pa.int64()),
+        ("sample_key", pa.string()),
+    ]
+)
+
 #: Tables written as append-only segments while a run trains.
 SEGMENT_TABLES: dict[str, pa.Schema] = {
     "presentations": PRESENTATIONS,
@@ -109,6 +126,7 @@ SEGMENT_TABLES: dict[str, pa.Schema] = {
     "epochs": EPOCHS,
     "grand": GRAND,
     "val_classes": VAL_CLASSES,
+    "sample_keys": SAMPLE_KEYS,
 }
 
 #: Sort order of each table once a run is compacted (per-sample queries read
@@ -117,9 +135,10 @@ COMPACT_ORDER: dict[str, tuple[str, ...]] = {
     "presentations": ("sample_id", "epoch", "step"),
     "steps": ("step",),
     "layer_grad_norms": ("step", "layer"),
-    "epochs": ("epoch", "split", "rank"),
+    "epochs": ("epoch", "split", "dataloader_idx", "rank"),
     "grand": ("sample_id", "epoch", "step"),
-    "val_classes": ("epoch", "label", "rank"),
+    "val_classes": ("epoch", "dataloader_idx", "label", "rank"),
+    "sample_keys": ("sample_id",),
 }
 
 #: Keys that identify one presentation across ranks: DistributedSampler pads ranks with
@@ -129,3 +148,33 @@ DEDUPLICATE_ON: dict[str, tuple[str, ...]] = {
     "presentations": ("epoch", "sample_id"),
     "grand": ("epoch", "sample_id"),
 }
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in its order and types; a column the
+    table lacks (one added to the schema after the table was written, or one that does not
+    apply, such as ``token_count`` outside sequences) is all null."""
+    columns = [
+        table[field.name].cast(field.type) if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def select_list(schema: pa.Schema, available: list[str]) -> str:
+    """A SQL select list that reads ``schema``'s columns from a source with ``available``
+    columns, NULL for the missing ones (older files). Identifiers come from the schema
+    module, never from input."""
+    return ", ".join(
+        field.name if field.name in available else f"CAST(NULL AS {_SQL_TYPES[field.type]}) AS {field.name}"
+        for field in schema
+    )
+
+
+_SQL_TYPES = {
+    pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float32(): "FLOAT",
+    pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN", pa.string(): "VARCHAR",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
+}
+

@@ -12,14 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from store import Store, StoreError, migrations, run_summary
-from store.schema import SCHEMA_VERSION, VAL_CLASSES
+from store.schema import SAMPLE_KEYS, SCHEMA_VERSION
 
 FIXTURE_V1 = Path(__file__).resolve().parents[1] / "fixtures" / "store_v1"
 FINISHED, SEGMENTS = "20261203-164404-9f4c85", "20261203-164404-b8a847"
 
 #: sha256 (first 16 hex digits) of each released migration's source. A released
 #: migration is never edited: add a new one and a line here instead.
-RELEASED = ["0761ba81bb0c9ed2", "13c7131c11fa4d9c"]
+RELEASED = ["0761ba81bb0c9ed2", "13c7131c11fa4d9c", "c4e764deae5c8fb2"]
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -60,13 +60,18 @@ def test_a_version_1_store_is_migrated_without_changing_its_data(tmp_path):
     assert version_of(root) == SCHEMA_VERSION
     after = Store(root)
     val_classes = pq.read_table(root / "runs" / FINISHED / "val_classes.parquet")
-    assert val_classes.num_rows == 0 and val_classes.schema.equals(VAL_CLASSES)
+    # written as version 2 defined it; version 3's dataloader_idx is read as null
+    assert val_classes.num_rows == 0 and val_classes.column_names == [
+        "epoch", "label", "correct_sum", "num_samples", "rank"]
     # a run still in segments gets no compacted table: its folder appears with its first row
     assert not (root / "runs" / SEGMENTS / "val_classes.parquet").exists()
     files_after = checksums(root)
     changed = {name for name in files_before if files_after.get(name) != files_before[name]}
     assert changed == {"store.json"}  # every run file is as it was, byte for byte
-    assert set(files_after) - set(files_before) == {f"runs/{FINISHED}/val_classes.parquet"}
+    assert set(files_after) - set(files_before) == {
+        f"runs/{FINISHED}/val_classes.parquet", f"runs/{FINISHED}/sample_keys.parquet"}
+    sample_keys = pq.read_table(root / "runs" / FINISHED / "sample_keys.parquet")
+    assert sample_keys.num_rows == 0 and sample_keys.schema.equals(SAMPLE_KEYS)
     for run_id, summary in summaries.items():
         assert run_summary(after, run_id).equals(summary)
     assert after.run_info(FINISHED)["status"] == "finished"

@@ -140,7 +140,7 @@ def test_ddp_padding_is_dropped_but_repeats_within_a_rank_are_kept(store):
             "el2n": np.full(n, 0.7, np.float32), "correct": np.asarray(correct), "pred": np.zeros(n, np.int32),
             "margin": np.zeros(n, np.float32), "weight": np.ones(n, np.float32),
             "grand_last": np.full(n, np.nan, np.float32), "rank": np.full(n, rank, np.int16),
-        }).cast(PRESENTATIONS)
+        })
 
     store.write_segment(run_id, "presentations", segment(0, [0, 0, 1], [0, 1, 1], [True, True, False]), "r00-e000000")
     store.write_segment(run_id, "presentations", segment(1, [0, 1], [2, 0], [True, False]), "r01-e000000")
