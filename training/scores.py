@@ -9,9 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 from torch.nn import functional as F
 
-from store.recording.rows import epoch_scores  # all scores of an epoch at once, in NumPy
-
-__all__ = ["correct", "cross_entropy", "el2n", "epoch_scores", "margin", "p_true"]
+__all__ = ["correct", "cross_entropy", "el2n", "margin", "p_true"]
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""Per-presentation scores against hand-computed values and their documented bounds."""
+"""The single-score definitions (training.scores) against hand-computed values, their
+documented bounds, and the fused per-step reduction (training.reduce) that the recorder uses."""
 
 import math
 
@@ -8,21 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from training import scores
+from training import reduce, scores
 
 
 def test_hand_computed_two_class_case():
     # logits (0, log 3): p = (1/4, 3/4)
     logits = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
     targets = torch.tensor([1, 0])
-    values = scores.epoch_scores(logits.numpy(), targets.numpy())
-    assert np.allclose(values["p_true"], [0.75, 0.25])
-    assert np.allclose(values["loss"], [-math.log(0.75), -math.log(0.25)])
+    probs = torch.softmax(logits, 1)
+    assert np.allclose(scores.p_true(probs, targets), [0.75, 0.25])
+    assert np.allclose(scores.cross_entropy(logits, targets), [-math.log(0.75), -math.log(0.25)])
     # ||(1/4, 3/4) - (0, 1)|| = sqrt(1/16 + 1/16); ||(1/4, 3/4) - (1, 0)|| = sqrt(9/16 + 9/16)
-    assert np.allclose(values["el2n"], [math.sqrt(2) / 4, 3 * math.sqrt(2) / 4])
-    assert values["correct"].tolist() == [True, False]
-    assert values["pred"].tolist() == [1, 1]
-    assert np.allclose(values["margin"], [math.log(3.0), -math.log(3.0)])
+    assert np.allclose(scores.el2n(probs, targets), [math.sqrt(2) / 4, 3 * math.sqrt(2) / 4])
+    assert scores.correct(logits, targets).tolist() == [True, False]
+    assert np.allclose(scores.margin(logits, targets), [math.log(3.0), -math.log(3.0)])
 
 
 def test_margin_takes_the_largest_other_logit():
@@ -55,26 +55,16 @@ def test_el2n_range_and_bounds_from_p_true(logits, targets):
     assert torch.allclose(el2n, (probs - onehot).norm(dim=1), atol=1e-7)
 
 
-@settings(max_examples=100, deadline=None)
-@given(arrays(np.float32, (6, 4), elements=st.floats(-20, 20, width=32)), arrays(np.int64, (6,), elements=st.integers(0, 3)))
-def test_correct_agrees_with_positive_margin(logits, targets):
-    values = scores.epoch_scores(logits, targets)
-    positive = values["margin"] > 0
-    # a strictly positive margin means the given label is the unique argmax
-    assert (values["correct"][positive]).all()
-    assert (~values["correct"][values["margin"] < 0]).all()
-
-
 @settings(max_examples=150, deadline=None)
 @given(
     arrays(np.float32, (12, 7), elements=st.floats(-40, 40, width=32)),
     arrays(np.int64, (12,), elements=st.integers(0, 6)),
 )
-def test_epoch_scores_match_the_single_score_functions(logits, targets):
-    # epoch_scores (NumPy) computes all scores from one class-major layout; each must equal
-    # the torch definition (float32 rounding), ties and extreme logits included.
-    values = scores.epoch_scores(logits, targets)
+def test_the_per_step_reduction_matches_the_single_score_functions(logits, targets):
+    # classification_stats computes all scores from one temporary; each must equal the
+    # single-score definition (float32 rounding), ties and extreme logits included.
     logits, targets = torch.from_numpy(logits), torch.from_numpy(targets)
+    stats = reduce.classification_stats(logits, targets)
     probs = torch.softmax(logits, 1)
     expected = {
         "loss": scores.cross_entropy(logits, targets),
@@ -82,8 +72,9 @@ def test_epoch_scores_match_the_single_score_functions(logits, targets):
         "el2n": scores.el2n(probs, targets),
         "margin": scores.margin(logits, targets),
     }
+    atol = 2e-6 * max(1.0, float(logits.abs().max()))
     for name, reference in expected.items():
-        assert values[name].dtype == np.float32, name
-        np.testing.assert_allclose(values[name], reference.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
-    assert values["correct"].tolist() == scores.correct(logits, targets).tolist()
-    assert values["pred"].tolist() == logits.argmax(1).tolist()
+        np.testing.assert_allclose(getattr(stats, name).numpy(), reference.numpy(), rtol=1e-5, atol=atol, err_msg=name)
+    assert stats.margin.tolist() == expected["margin"].tolist()  # the same float32 subtraction
+    assert stats.correct.tolist() == scores.correct(logits, targets).tolist()
+    assert stats.pred.tolist() == logits.argmax(1).tolist()
