@@ -78,13 +78,18 @@ def data_map_figure(points: pd.DataFrame, color: str, total: int | None = None,
     total = len(points) if total is None else total
     figure = go.Figure()
     colour_range = (points["color_value"].min(), points["color_value"].max()) if len(points) else (0, 1)
+    # Sequences and per-sample losses have no class label: the hover then leaves it out.
+    has_labels = bool(points["label"].notna().any()) if len(points) else False
+    label_hover = "label %{customdata[1]} (original %{customdata[2]})<br>" if has_labels else ""
     for flipped, symbol, name in ((False, "circle", "given label"), (True, "x", "flipped label")):
-        part = points[points["label_noisy"].astype(bool) == flipped]
+        part = points[points["label_noisy"].fillna(False).astype(bool) == flipped]
         if flipped and part.empty:
             continue
+        labels = [part[column].astype(object).where(part[column].notna(), None)
+                  for column in ("label", "original_label")]
         figure.add_trace(go.Scattergl(
             x=part["variability"], y=part["confidence"], mode="markers", name=name,
-            customdata=np.stack([part["sample_id"], part["label"], part["original_label"]], axis=-1)
+            customdata=np.stack([part["sample_id"].astype(object), *labels], axis=-1)
             if len(part) else None,
             marker=dict(
                 symbol=symbol, size=6 if flipped else 5, opacity=0.75,
@@ -93,8 +98,7 @@ def data_map_figure(points: pd.DataFrame, color: str, total: int | None = None,
                 colorbar=dict(title=color.replace("_", " "), thickness=12) if not flipped else None,
                 showscale=not flipped,
             ),
-            hovertemplate=("sample %{customdata[0]}<br>label %{customdata[1]} "
-                           "(original %{customdata[2]})<br>variability %{x:.3f}<br>"
+            hovertemplate=("sample %{customdata[0]}<br>" + label_hover + "variability %{x:.3f}<br>"
                            "confidence %{y:.3f}<extra>" + name + "</extra>"),
         ))
     if selected_sample is not None:
@@ -175,23 +179,41 @@ def input_figure(x: np.ndarray, title: str) -> go.Figure:
     return figure
 
 
-TRAJECTORY_PANELS = (("p_true", "p(given label)"), ("loss", "loss"), ("el2n", "EL2N"),
-                     ("correct", "correct"))
+#: The panels of a sample's trajectory, in order: (column, title, y range). A panel is drawn
+#: only when the run recorded its column (a per-sample-loss run: loss alone).
+TRAJECTORY_PANELS = (
+    ("p_true", "p(given label)", (-0.05, 1.05)),
+    ("loss", "loss", None),
+    ("el2n", "EL2N", None),
+    ("token_accuracy", "token accuracy", (-0.05, 1.05)),
+    ("correct", "correct", (-0.1, 1.1)),
+)
+
+
+def trajectory_panels(trajectory: pd.DataFrame) -> list[tuple[str, str, tuple[float, float] | None]]:
+    """The ``TRAJECTORY_PANELS`` whose column holds a value in ``trajectory``."""
+    return [panel for panel in TRAJECTORY_PANELS
+            if panel[0] in trajectory and trajectory[panel[0]].notna().any()]
 
 
 def trajectory_figure(trajectory: pd.DataFrame, title: str = "Trajectory") -> go.Figure:
-    """One sample over training: p_true, loss, EL2N and correctness per epoch (4 panels)."""
-    figure = make_subplots(rows=1, cols=len(TRAJECTORY_PANELS), horizontal_spacing=0.06,
-                           subplot_titles=[label for _, label in TRAJECTORY_PANELS])
-    for index, (column, label) in enumerate(TRAJECTORY_PANELS, start=1):
-        values = trajectory[column].astype(float) if column in trajectory else []
+    """One sample over training: p_true, loss, EL2N, token accuracy (sequences) and
+    correctness per epoch, one panel each for those recorded (at least the loss's)."""
+    panels = trajectory_panels(trajectory) or [TRAJECTORY_PANELS[1]]
+    figure = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.06,
+                           subplot_titles=[label for _, label, _ in panels])
+    for index, (column, label, y_range) in enumerate(panels, start=1):
+        values = trajectory[column].astype("Float64").to_numpy(dtype=float, na_value=np.nan) \
+            if column in trajectory else []
         figure.add_trace(go.Scatter(
             x=trajectory["epoch"], y=values, mode="lines+markers", name=label,
             line=dict(shape="hv") if column == "correct" else None,
         ), row=1, col=index)
         figure.update_xaxes(title_text="epoch", row=1, col=index)
-    figure.update_yaxes(range=[-0.05, 1.05], row=1, col=1)
-    figure.update_yaxes(range=[-0.1, 1.1], tickvals=[0, 1], ticktext=["no", "yes"], row=1, col=4)
+        if y_range is not None:
+            figure.update_yaxes(range=list(y_range), row=1, col=index)
+        if column == "correct":
+            figure.update_yaxes(tickvals=[0, 1], ticktext=["no", "yes"], row=1, col=index)
     figure.update_layout(title=_title(title), showlegend=False, **{**LAYOUT, "height": 280})
     return figure
 
@@ -285,4 +307,27 @@ def weight_map_figure(points: pd.DataFrame, sizes: dict[str, int]) -> go.Figure:
                          **CURRICULUM_LAYOUT)
     figure.update_xaxes(title_text="variability")
     figure.update_yaxes(title_text="confidence", range=[-0.02, 1.02])
+    return figure
+
+
+def weight_loss_figure(loss: np.ndarray, weight: np.ndarray, bins: int = 40) -> go.Figure:
+    """Where a curriculum's kept, down-weighted and pruned samples lie by mean loss: the
+    data map's stand-in for runs without p(label) (a per-sample-loss run). One stacked
+    histogram trace per weight group, coloured as on the data map, counts in the legend."""
+    loss, weight = np.asarray(loss, dtype=float), np.asarray(weight, dtype=float)
+    group = np.where(weight == 0, "pruned", np.where(weight < 1, "down-weighted", "kept"))
+    finite = np.isfinite(loss)
+    low, high = (loss[finite].min(), loss[finite].max()) if finite.any() else (0.0, 1.0)
+    size = (high - low) / bins if high > low else 1.0
+    figure = go.Figure()
+    for name, (colour, _, _) in WEIGHT_GROUP_STYLES.items():
+        values = loss[(group == name) & finite]
+        if len(values) == 0:
+            continue
+        figure.add_trace(go.Histogram(x=values, name=f"{name} ({len(values)})", marker_color=colour,
+                                      xbins=dict(start=low, end=high + size, size=size)))
+    figure.update_layout(title="Loss: what the curriculum drops", barmode="stack",
+                         legend=dict(orientation="h", y=-0.15), **CURRICULUM_LAYOUT)
+    figure.update_xaxes(title_text="mean loss")
+    figure.update_yaxes(title_text="samples")
     return figure

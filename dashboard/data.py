@@ -36,7 +36,14 @@ from store.queries import dataset_inputs, runs_table
 from store.queries import epoch_metrics as store_epoch_metrics
 from store.queries import sample_summary as store_sample_summary
 from store.queries import trajectory as store_trajectory
-from store.scores import DEFAULT_AMBIGUOUS_VARIABILITY, DEFAULT_EASY_CONFIDENCE, SCORES, cartography_region
+from store.scores import (
+    DEFAULT_AMBIGUOUS_VARIABILITY,
+    DEFAULT_EASY_CONFIDENCE,
+    SCORES,
+    cartography_region,
+    output_kind,
+    scores_of_kind,
+)
 from store.views import agreement as agreement_views
 from store.views import distributions as distribution_views
 from store.views import run as run_views
@@ -57,7 +64,7 @@ __all__ = [
     "CARTOGRAPHY", "DEFAULT_AMBIGUOUS_VARIABILITY", "DEFAULT_EASY_CONFIDENCE", "PARAMS", "SCORES",
     "STRATEGIES", "WEIGHT_GROUPS", "Agreement", "Curriculum", "CurriculumError", "CurriculumPreview",
     "Histogram", "Sampled", "StoreError", "build_curriculum", "curriculum_preview", "curriculum_to_bytes",
-    "last_epoch_class_accuracy", "start_epoch_counts", "weight_map_points",
+    "last_epoch_class_accuracy", "output_kind", "scores_of_kind", "start_epoch_counts", "weight_map_points",
     # this module's own
     "MAX_SCATTER_POINTS", "MAX_STEP_POINTS", "class_accuracy", "check_store", "curriculum_file", "curriculum_weights",
     "data_map", "dataset_path", "dataset_version", "epoch_metrics", "forgetting_counts", "hardest_samples",
@@ -238,9 +245,11 @@ def score_agreement(root: str, run_a: str, version_a: tuple, run_b: str, version
                                            MAX_SCATTER_POINTS)
 
 
-def sample_region(confidence: float, variability: float) -> str:
-    """The cartography region of one sample (``store.cartography_region``)."""
-    return cartography_region(pd.Series([confidence]), pd.Series([variability])).iloc[0]
+def sample_region(confidence: float | None, variability: float | None) -> str | None:
+    """The cartography region of one sample (``store.cartography_region``); None without
+    a confidence (a run that recorded no p_true)."""
+    region = cartography_region(pd.Series([confidence], dtype=float), pd.Series([variability], dtype=float)).iloc[0]
+    return None if pd.isna(region) else str(region)
 
 
 # -- curricula -----------------------------------------------------------------------

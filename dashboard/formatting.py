@@ -80,3 +80,60 @@ def outcome_table(infos: dict[str, dict[str, Any]], labels: dict[str, str]) -> p
         "final val acc": info.get("final_val_accuracy"), "final val loss": info.get("final_val_loss"),
         "epochs": info.get("epochs_done"),
     } for run_id, info in infos.items()])
+
+
+# -- what a run's output kind allows (run.json "output_kind") ------------------------
+
+
+#: How each output kind (run.json "output_kind") is named on a page.
+KIND_LABELS = {"classification": "classification", "sequence": "sequences (one row per sequence)",
+               "loss": "per-sample loss only"}
+
+
+def kind_label(kind: str) -> str:
+    """"per-sample loss only", "sequences (one row per sequence)", "classification"."""
+    return KIND_LABELS.get(kind, kind)
+
+
+def correct_definition(kind: str, sequence_threshold: Any = None) -> str:
+    """When a presentation counts as *correct*, the basis of forgetting events, the
+    first-learned epoch and correctness, for a run of output ``kind``.
+
+    Sequences: token accuracy ≥ the run's ``sequence_correct_threshold`` (run.json).
+    """
+    if kind == "sequence":
+        if sequence_threshold is None or pd.isna(sequence_threshold):
+            threshold = "the recorder's threshold (not written in this run's run.json)"
+        else:
+            threshold = f"{float(sequence_threshold):g}"
+        return f"A sequence counts as correct when its token accuracy ≥ {threshold}."
+    if kind == "loss":
+        return ("This run recorded only a per-sample loss, so no presentation counts as correct or "
+                "incorrect: forgetting events, the first-learned epoch and correctness are not defined.")
+    return "A sample counts as correct when its highest logit is the one of its given label."
+
+
+#: What a run must record to get p(label), named in the messages below.
+RECORD_PROBABILITIES = ("return `logits` with class targets `[B]` (or token targets `[B, T]` for "
+                        "sequences) from `training_step` instead of only `per_sample_loss`")
+
+
+def data_map_unavailable(kind: str) -> str:
+    """The one sentence the data map shows when the run has no confidence to plot."""
+    if kind == "loss":
+        return ("The data map is not available for this run: it plots each sample's mean and spread of "
+                "p(label) over training, and this run recorded only a per-sample loss; to get it, "
+                f"{RECORD_PROBABILITIES}.")
+    return "No sample has been presented yet."
+
+
+def unrecorded_scores_note(kind: str, missing: list[str]) -> str:
+    """Which registered scores a run of output ``kind`` cannot have (``missing``), and why;
+    empty for classification runs and when nothing is missing."""
+    if kind == "classification" or not missing:
+        return ""
+    names = ", ".join(name.replace("_", " ") for name in missing)
+    if kind == "loss":
+        return (f"Not available for this run ({names}): they need p(label), the margin or "
+                f"correctness, and this run recorded only a per-sample loss; to get them, {RECORD_PROBABILITIES}.")
+    return f"Not recorded in this run: {names}."

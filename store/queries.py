@@ -142,9 +142,46 @@ def query_run(
 # -- named queries -------------------------------------------------------------------
 
 
-def epoch_metrics(store: Store, run_id: str) -> pd.DataFrame:
-    """epoch, train_loss, train_accuracy, val_loss, val_accuracy, time."""
-    return query_run(store, run_id, "epoch_metrics", tables=("epochs",))
+#: The run.json field naming the validation dataloader whose accuracy is the run's: its
+#: ``best_val_accuracy`` and its "val" curves (``DynamicsRecorder(monitor_dataloader_idx=)``).
+#: Runs that lack it (recorded before several loaders were) monitor loader 0.
+MONITOR_DATALOADER_FIELD = "monitor_dataloader_idx"
+
+
+def monitored_dataloader(store: Store, run_id: str) -> int:
+    """The validation dataloader a run monitors (``MONITOR_DATALOADER_FIELD``; 0 if unset)."""
+    return int(store.run_info(run_id).get(MONITOR_DATALOADER_FIELD) or 0)
+
+
+def _dataloader_idx(store: Store, run_id: str, dataloader_idx: int | None) -> int:
+    if dataloader_idx is None:
+        return monitored_dataloader(store, run_id)
+    if isinstance(dataloader_idx, bool) or not isinstance(dataloader_idx, (int, np.integer)) or dataloader_idx < 0:
+        raise ValueError(f"dataloader_idx must be a validation dataloader index >= 0, got {dataloader_idx!r}")
+    return int(dataloader_idx)
+
+
+def epoch_metrics(store: Store, run_id: str, dataloader_idx: int | None = None) -> pd.DataFrame:
+    """epoch, train_loss, train_accuracy, val_loss, val_accuracy, time.
+
+    ``val_*`` are those of validation dataloader ``dataloader_idx`` (default: the one the
+    run monitors, ``monitored_dataloader``); ``validation_metrics`` has every loader.
+    """
+    loader = _dataloader_idx(store, run_id, dataloader_idx)
+    return query_run(store, run_id, "epoch_metrics", {"dataloader_idx": loader}, tables=("epochs",))
+
+
+def validation_metrics(store: Store, run_id: str) -> pd.DataFrame:
+    """epoch, dataloader_idx, val_loss, val_accuracy, num_samples: one row per epoch and
+    validation dataloader (``store/sql/validation_metrics.sql``)."""
+    return query_run(store, run_id, "validation_metrics", tables=("epochs",))
+
+
+def best_val_accuracy(store: Store, run_id: str, dataloader_idx: int | None = None) -> float | None:
+    """The best epoch's validation accuracy on ``dataloader_idx`` (default: the monitored
+    loader), from the ``epochs`` table; ``None`` when nothing was validated."""
+    accuracy = epoch_metrics(store, run_id, dataloader_idx)["val_accuracy"].dropna()
+    return float(accuracy.max()) if len(accuracy) else None
 
 
 def steps(store: Store, run_id: str) -> pd.DataFrame:
@@ -177,15 +214,40 @@ def _validate_epochs(epochs: tuple[int, int] | None) -> tuple[int, int]:
     return low, high
 
 
+#: The per-sample summary's columns (``store/sql/summary.sql``), in order. Which ones hold
+#: values depends on the run's output kind (run.json ``output_kind``): a per-sample-loss run
+#: has NULL in every column that needs correctness, p_true or the margin; only sequence
+#: runs have ``token_accuracy`` and ``token_count``.
+SUMMARY = pa.schema([
+    ("sample_id", pa.int64()), ("label", pa.int64()), ("original_label", pa.int64()), ("label_noisy", pa.bool_()),
+    ("loss", pa.float64()), ("el2n", pa.float64()), ("grand", pa.float64()), ("grand_last", pa.float64()),
+    ("forgetting_events", pa.int64()), ("first_learned_epoch", pa.int32()), ("never_learned", pa.bool_()),
+    ("confidence", pa.float64()), ("variability", pa.float64()), ("correctness", pa.float64()),
+    ("aum", pa.float64()), ("final_correct", pa.bool_()), ("presentations", pa.int64()),
+    ("token_accuracy", pa.float64()), ("token_count", pa.float64()),
+])
+
+
+def conform_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """A summary materialised before a column existed (``token_accuracy``, ``token_count``:
+    summaries written before schema 3), with that column added as missing values."""
+    for field in SUMMARY:
+        if field.name not in frame:
+            frame[field.name] = pd.Series(np.nan, index=frame.index, dtype=field.type.to_pandas_dtype()) \
+                if pa.types.is_floating(field.type) else pd.Series(pd.NA, index=frame.index, dtype=object)
+    return frame
+
+
 def run_summary(store: Store, run_id: str, epochs: tuple[int, int] | None = None) -> pd.DataFrame:
-    """Per-sample summary of one run (see ``store/sql/summary.sql`` for the definitions).
+    """Per-sample summary of one run (see ``store/sql/summary.sql`` for the definitions):
+    the columns of ``SUMMARY``, one row per sample.
 
     For a finished run over all epochs this reads the summary materialised at compaction.
     """
     epoch_min, epoch_max = _validate_epochs(epochs)
     materialised = store.run_dir(run_id) / "summary.parquet"
     if (epoch_min, epoch_max) == ALL_EPOCHS and materialised.exists():
-        return pd.read_parquet(materialised)
+        return conform_summary(pd.read_parquet(materialised))
     return query_run(
         store,
         run_id,
@@ -206,7 +268,24 @@ SUMMARY_MEAN_COLUMNS = (
     "variability",
     "correctness",
     "aum",
+    "token_accuracy",
+    "token_count",
 )
+#: Summary columns that only sequence runs fill.
+SEQUENCE_COLUMNS = ("token_accuracy", "token_count")
+
+
+def _same_samples_and_labels(frame: pd.DataFrame, reference: pd.DataFrame) -> bool:
+    """Same sample ids in the same order, and the same label where one is recorded (runs
+    without class labels, sequences or per-sample losses, have none to compare)."""
+    if len(frame) != len(reference):
+        return False
+    if not np.array_equal(frame["sample_id"].to_numpy(np.int64), reference["sample_id"].to_numpy(np.int64)):
+        return False
+    mine, theirs = frame["label"].astype("Float64"), reference["label"].astype("Float64")
+    both_missing = mine.isna().to_numpy() & theirs.isna().to_numpy()
+    equal = (mine.to_numpy(dtype=float, na_value=np.nan) == theirs.to_numpy(dtype=float, na_value=np.nan))
+    return bool((equal | both_missing).all())
 
 
 def sample_summary(
@@ -215,8 +294,9 @@ def sample_summary(
     """Per-sample summary over one run or averaged over several (the Data Diet protocol).
 
     With several runs (e.g. seeds of one task) every score is the mean over runs,
-    ``never_learned`` is true only if no run ever learned the sample, ``num_runs`` says
-    how many runs were averaged. The runs must share their samples and labels.
+    ``never_learned`` is true only if no run ever learned the sample (missing when no run
+    recorded correctness: per-sample-loss runs), ``num_runs`` says how many runs were
+    averaged. The runs must share their samples and labels.
     """
     if isinstance(run_ids, str):
         run_ids = [run_ids]
@@ -229,10 +309,7 @@ def sample_summary(
         return frame
     reference = frames[0][["sample_id", "label", "original_label", "label_noisy"]]
     for run_id, frame in zip(run_ids[1:], frames[1:]):
-        labels = frame[["sample_id", "label"]]
-        if len(labels) != len(reference) or not np.array_equal(
-            labels.to_numpy(), reference[["sample_id", "label"]].to_numpy()
-        ):
+        if not _same_samples_and_labels(frame, reference):
             raise StoreError(
                 f"run {run_id!r} has different samples or labels than {run_ids[0]!r}; "
                 "scores can only be averaged over runs of the same task and label noise"
@@ -240,9 +317,13 @@ def sample_summary(
     stacked = pd.concat(frames, ignore_index=True)
     grouped = stacked.groupby("sample_id", sort=True)
     averaged = grouped[list(SUMMARY_MEAN_COLUMNS)].mean()
-    averaged["never_learned"] = grouped["never_learned"].all()
+    # Never learned in every run that recorded correctness; missing where none did.
+    never_learned = grouped["never_learned"].all().astype("boolean")
+    averaged["never_learned"] = never_learned.where(grouped["never_learned"].count() > 0, pd.NA)
     averaged["final_correct"] = grouped["final_correct"].mean()
     averaged["presentations"] = grouped["presentations"].sum()
+    # The sequence columns last, as in a single run's summary.
+    averaged = averaged[[c for c in averaged.columns if c not in SEQUENCE_COLUMNS] + list(SEQUENCE_COLUMNS)]
     averaged["num_runs"] = grouped.size()
     return reference.merge(averaged.reset_index(), on="sample_id", how="left")
 

@@ -4,6 +4,12 @@ One registry (model: cleanlab's ``rank.py``): the sort direction lives on the sp
 every consumer (``trainmap scores``, the dashboard, curriculum builders) ranks the same
 way. The values themselves are computed by ``training.scores`` (per presentation) and
 ``store/sql/summary.sql`` (per sample).
+
+Which scores a run has depends on what its recorder could read (run.json ``output_kind``):
+a classification run records every presentation quantity but ``token_accuracy``; a sequence
+run (logits ``[B, T, V]``) records token means and ``token_accuracy``; a per-sample-loss
+run only ``loss``. ``RECORDED_BY_KIND`` says so, and ``store.views.recorded_scores`` finds
+the scores a run's summary actually holds.
 """
 
 from __future__ import annotations
@@ -22,19 +28,27 @@ class ScoreSpec:
     higher_is_harder: bool
     #: never-learned samples rank as the hardest, whatever their value (e.g. forgetting)
     never_learned_hardest: bool = False
-    #: what must have been recorded: "presentations" or "grand"
-    needs: str = "presentations"
+    #: the recorded quantity it is derived from (a presentations column, or "grand": the
+    #: exact GraNd table), see ``RECORDED_BY_KIND``
+    needs: str = "loss"
 
 
 SCORES: dict[str, ScoreSpec] = {
     spec.name: spec
     for spec in (
-        ScoreSpec("loss", "mean cross-entropy of the given label", "", True),
+        ScoreSpec(
+            "loss",
+            "mean loss over presentations: cross-entropy of the given label (classification), mean token "
+            "cross-entropy (sequences), or the module's per_sample_loss",
+            "",
+            True,
+        ),
         ScoreSpec(
             "el2n",
-            "mean ||softmax(logits) - onehot(y)||_2",
+            "mean ||softmax(logits) - onehot(y)||_2 (sequences: the mean over tokens)",
             "Paul et al. 2021, Deep Learning on a Data Diet",
             True,
+            needs="el2n",
         ),
         ScoreSpec(
             "grand",
@@ -48,6 +62,7 @@ SCORES: dict[str, ScoreSpec] = {
             "last-layer GraNd approximation EL2N * sqrt(||h||^2 + 1), h the head's input",
             "Paul et al. 2021 (last-layer bound); DESIGN.md",
             True,
+            needs="grand_last",
         ),
         ScoreSpec(
             "forgetting_events",
@@ -55,6 +70,7 @@ SCORES: dict[str, ScoreSpec] = {
             "Toneva et al. 2019, An Empirical Study of Example Forgetting",
             True,
             never_learned_hardest=True,
+            needs="correct",
         ),
         ScoreSpec(
             "first_learned_epoch",
@@ -62,33 +78,72 @@ SCORES: dict[str, ScoreSpec] = {
             "Toneva et al. 2019",
             True,
             never_learned_hardest=True,
+            needs="correct",
         ),
         ScoreSpec(
             "confidence",
             "mean probability of the given label over epochs",
             "Swayamdipta et al. 2020, Dataset Cartography",
             False,
+            needs="p_true",
         ),
         ScoreSpec(
             "variability",
             "population std of the probability of the given label over epochs",
             "Swayamdipta et al. 2020, Dataset Cartography",
             True,
+            needs="p_true",
         ),
         ScoreSpec(
             "correctness",
             "fraction of presentations classified correctly",
             "Swayamdipta et al. 2020, Dataset Cartography",
             False,
+            needs="correct",
         ),
         ScoreSpec(
             "aum",
             "area under the margin: mean of (logit_y - max other logit); low = likely mislabeled",
             "Pleiss et al. 2020, Identifying Mislabeled Data using the Area Under the Margin",
             False,
+            needs="margin",
+        ),
+        ScoreSpec(
+            "token_accuracy",
+            "sequences: mean fraction of the tokens that count (ignore_index and the loss mask excluded) "
+            "predicted correctly",
+            "",
+            False,
+            needs="token_accuracy",
         ),
     )
 }
+
+#: The output kinds a run records (run.json ``output_kind``; runs without one are classification).
+OUTPUT_KINDS = ("classification", "sequence", "loss")
+
+#: The quantities each output kind records per presentation ("grand" wherever a GraNd
+#: schedule asks for it). Everything else is NULL in its rows and in its summary.
+RECORDED_BY_KIND: dict[str, frozenset[str]] = {
+    "classification": frozenset({"loss", "el2n", "p_true", "correct", "margin", "grand_last", "grand"}),
+    "sequence": frozenset({"loss", "el2n", "p_true", "correct", "margin", "token_accuracy", "grand_last", "grand"}),
+    "loss": frozenset({"loss", "grand"}),
+}
+
+
+def output_kind(info: dict) -> str:
+    """The output kind of a run from its run.json (``classification`` when it names none)."""
+    kind = info.get("output_kind") or "classification"
+    if kind not in RECORDED_BY_KIND:
+        raise ValueError(f"unknown output_kind {kind!r} in run.json; expected one of {', '.join(OUTPUT_KINDS)}")
+    return kind
+
+
+def scores_of_kind(kind: str) -> list[str]:
+    """The registered scores a run of this output kind can have (in registry order)."""
+    if kind not in RECORDED_BY_KIND:
+        raise ValueError(f"unknown output kind {kind!r}; expected one of {', '.join(OUTPUT_KINDS)}")
+    return [name for name, spec in SCORES.items() if spec.needs in RECORDED_BY_KIND[kind]]
 
 
 def get_score(name: str) -> ScoreSpec:
@@ -134,11 +189,16 @@ def cartography_region(
     """easy-to-learn / ambiguous / hard-to-learn for each sample.
 
     Ambiguous: variability >= ``ambiguous_variability``; otherwise easy-to-learn when
-    confidence >= ``easy_confidence`` and hard-to-learn below it.
+    confidence >= ``easy_confidence`` and hard-to-learn below it. A sample without a
+    confidence or variability (not presented yet, or a run that recorded no p_true) is in
+    no region: a missing value.
     """
+    confidence_values = confidence.to_numpy(dtype=float, na_value=np.nan)
+    variability_values = variability.to_numpy(dtype=float, na_value=np.nan)
     region = np.where(
-        variability.to_numpy() >= ambiguous_variability,
+        variability_values >= ambiguous_variability,
         REGIONS[1],
-        np.where(confidence.to_numpy() >= easy_confidence, REGIONS[0], REGIONS[2]),
-    )
+        np.where(confidence_values >= easy_confidence, REGIONS[0], REGIONS[2]),
+    ).astype(object)
+    region[np.isnan(confidence_values) | np.isnan(variability_values)] = None
     return pd.Series(region, index=confidence.index, name="region")

@@ -1,14 +1,17 @@
 """``DynamicsRecorder``: a Lightning callback that records per-sample training dynamics.
 
-It is a thin adapter. Per step, on the training thread, it keeps references to
-``logits.detach()``, the targets, sample ids, weights and the loss (no copy, no sync) and
-computes the gradient norm of every parameter (one fused kernel), in an ``EpochBuffer``
-(``training.recording_buffers``). Once per epoch the training thread gathers those buffers
-into host arrays and sends them, as typed messages (``store.recording.messages``), to a
-child process (``store.recording``, lowest CPU priority, one per rank), which computes the
-scores (NumPy), builds the Arrow tables and writes the epoch's presentations segment, and
-every ``flush_secs`` the small tables and run.json. ``benchmarks/results/recorder.md`` has
-the measured cost and ``benchmarks/results/recorder_ablation.md`` where it goes.
+It is a thin adapter. Per training step, on the training thread, it reduces what the step
+returned to a few statistics per presentation on their device (``training.reduce``, read
+through ``training.recording_outputs``: no copy of the logits kept, no host sync) and
+appends those ``[B]`` tensors to a chunk buffer (``training.recording_buffers``); every
+``grad_norm_every_n_steps`` it computes the gradient norm of every parameter (one fused
+kernel). When a chunk holds ``chunk_rows`` presentations, or the epoch ends, it is copied to
+the host once and sent, as a typed message (``store.recording.messages``), to a child
+process (``store.recording``, lowest CPU priority, one per rank), which writes it as its
+own presentations segment at once; every ``flush_secs`` the child writes the small tables
+and run.json. So the recorder holds at most one chunk of statistics, whatever the dataset
+size, the class count or the epoch length. ``benchmarks/results/recorder.md`` has the
+measured cost and ``benchmarks/results/recorder_ablation.md`` where it goes.
 
 Contract with the user's ``LightningModule``:
 
@@ -16,8 +19,13 @@ Contract with the user's ``LightningModule``:
   weight)`` tuples, or dicts with ``"sample_id"`` and a target under ``"y"``,
   ``"target"``, ``"targets"``, ``"label"`` or ``"labels"`` (optional ``"weight"``;
   ``training.batch`` reads them);
-* ``training_step`` returns ``{"loss": loss, "logits": logits}``, optionally with
-  ``"weight"``: per-sample loss weights actually used (recorded instead of the batch's);
+* ``training_step`` returns ``{"loss": loss, "logits": logits}`` with logits ``[B, C]`` and
+  class targets ``[B]`` (classification), logits ``[B, T, V]`` with token targets ``[B, T]``
+  (sequences; -100 ignored; optional ``"loss_mask"`` ``[B, T]``), or ``{"loss": loss,
+  "per_sample_loss": losses}`` with a ``[B]`` loss per sample (any other loss); optionally
+  with ``"weight"``: per-sample loss weights actually used (recorded instead of the
+  batch's). ``training.recording_outputs`` checks this at the first training batch and
+  refuses anything else with one clear error;
 * ``validation_step`` may return ``{"loss": ..., "logits": ...}`` too (with batches as
   above, sample ids optional) to get validation loss and accuracy per epoch.
 """
@@ -39,20 +47,30 @@ import torch
 from store.errors import StoreError
 from store.layout import Store, utc_now
 from store.queries import compact_run
-from store.recording.messages import Configure, EpochTotals, Flush, RecordEpoch, RecordValidation, WriteSegment
+from store.recording.messages import (
+    Configure,
+    EpochTotals,
+    Flush,
+    RecordEpoch,
+    RecordPresentations,
+    RecordValidation,
+    WriteSegment,
+)
 from store.recording.process import WriterProcess
-from store.recording.rows import epoch_scores, epoch_totals, samples_table
+from store.recording.rows import presentation_sums, samples_table
 from training.batch import parse_batch
-from training.recording_buffers import EpochBuffer, ValidationSums
-from training.recording_tensors import owning_layers, parameter_grad_norms, step_logits
+from training.recording_buffers import ChunkBuffer, StepBuffer, ValidationSums
+from training.recording_outputs import presentation_columns
+from training.recording_tensors import owning_layers, parameter_grad_norms
 
 logger = logging.getLogger(__name__)
 
 
 class DynamicsRecorder(L.Callback):
     """Record loss, p_true, EL2N, correctness, prediction, margin and weight per sample
-    presentation; loss, gradient norms and learning rate per step; train and validation
-    loss and accuracy per epoch, into a trainmap store.
+    presentation (token count and token accuracy for sequences; the loss alone for
+    ``per_sample_loss``); loss, gradient norms and learning rate per step; train and
+    validation loss and accuracy per epoch, into a trainmap store.
 
     Args:
         store: store folder (created if missing) or a ``store.Store``.
@@ -76,10 +94,14 @@ class DynamicsRecorder(L.Callback):
         flush_secs: the per-step, per-epoch and validation rows and the run's progress in
             run.json are written at the end of an epoch once this many seconds have passed
             since they were last written (``0``: every epoch), and always at a checkpoint,
-            at the end of training and on an error. Per-presentation rows are written at
-            the end of every epoch. With the default, short epochs do not pay for four
-            small files each, and what a reader sees lags the training by at most about a
-            second.
+            at the end of training and on an error. Per-presentation rows are written
+            every ``chunk_rows`` presentations and at the end of every epoch. With the
+            default, short epochs do not pay for four small files each, and what a reader
+            sees lags the training by at most about a second.
+        chunk_rows: the most presentations whose statistics the recorder holds (on the
+            training device) before it copies them to the host and has them written as one
+            presentations segment; an epoch's rows are written in ceil(rows / chunk_rows)
+            segments. Bounds the recorder's memory whatever the dataset size.
     """
 
     def __init__(
@@ -99,6 +121,7 @@ class DynamicsRecorder(L.Callback):
         dataset_key: str | None = None,
         grand: Any | None = None,
         flush_secs: float = 1.0,
+        chunk_rows: int = 65_536,
     ) -> None:
         super().__init__()
         if isinstance(grad_norm_every_n_steps, bool) or not isinstance(grad_norm_every_n_steps, int) \
@@ -106,7 +129,10 @@ class DynamicsRecorder(L.Callback):
             raise ValueError(f"grad_norm_every_n_steps must be a positive integer, got {grad_norm_every_n_steps!r}")
         if not flush_secs >= 0:
             raise ValueError(f"flush_secs must be >= 0 seconds, got {flush_secs!r}")
+        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
         self.flush_secs = float(flush_secs)
+        self.chunk_rows = chunk_rows
         self.store_path = Path(store.root if isinstance(store, Store) else store)
         if self.store_path.exists() and not self.store_path.is_dir():
             raise StoreError(f"store path {str(self.store_path)!r} is a file; expected a directory")
@@ -125,7 +151,11 @@ class DynamicsRecorder(L.Callback):
         self.run_id: str | None = None
         self.epochs_recorded = 0
         self.best_val_accuracy: float | None = None
-        self._epoch = EpochBuffer()
+        self.output_kind: str | None = None  # training.reduce.OUTPUT_KINDS, decided at the first batch
+        self._chunk = ChunkBuffer(chunk_rows)
+        self._chunks_sent = 0  # this epoch's, on this rank
+        self._sums = np.zeros(4)  # this epoch's presentations, loss_sum, correct_sum, count (rows.presentation_sums)
+        self._steps = StepBuffer()
         self._validation = ValidationSums()
         self._val: dict[str, float] | None = None
         self._layer_owner: np.ndarray | None = None
@@ -149,6 +179,12 @@ class DynamicsRecorder(L.Callback):
         self.run_id = state_dict["run_id"]
         self.epochs_recorded = int(state_dict["epochs_recorded"])
         self.best_val_accuracy = state_dict.get("best_val_accuracy")
+
+    @property
+    def buffered_rows(self) -> int:
+        """Presentations whose statistics are held now, not yet sent to the writer (at
+        most ``chunk_rows``)."""
+        return self._chunk.rows
 
     @property
     def store(self) -> Store:
@@ -214,7 +250,8 @@ class DynamicsRecorder(L.Callback):
                     max_epochs=trainer.max_epochs,
                 )
         self.run_id = trainer.strategy.broadcast(run_id, src=0)
-        # The child process that scores and writes this rank's rows (store.recording);
+        self.output_kind = None  # checked again at this fit's first batch
+        # The child process that writes this rank's rows (store.recording);
         # it starts, at the lowest CPU priority, while the first epoch trains.
         self._writer.start(Configure(
             store_path=str(self.store_path), run_id=self.run_id, layers=tuple(self._layers),
@@ -229,7 +266,10 @@ class DynamicsRecorder(L.Callback):
             self.grand.on_after_backward(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch.clear()
+        self._chunk.clear()
+        self._steps.clear()
+        self._chunks_sent = 0
+        self._sums[:] = 0
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -246,30 +286,45 @@ class DynamicsRecorder(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        # References only (no copy, no sync); detach() only where a graph is attached.
-        logits = step_logits(outputs)
-        parts = parse_batch(batch)
-        # the weight actually trained with (online reweighting) over the batch's
-        weights = outputs["weight"] if "weight" in outputs else parts.weights
         feature_sqnorm = None
         if self.grand is not None:
             self.grand.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             feature_sqnorm = self.grand.last_layer_sqnorm()
-        self._epoch.add_batch(self._batch_step, logits, parts.targets, parts.sample_ids, weights, feature_sqnorm)
+        if _skipped(outputs):  # training_step returned None: Lightning skipped the batch
+            return
+        # No host sync from here on, except once at the first batch (the output kind's
+        # checks) and once per chunk (ChunkBuffer.add copies a full chunk to the host).
+        kind, columns, size = presentation_columns(outputs, parse_batch(batch), self.output_kind, feature_sqnorm)
+        if self.output_kind is None:
+            self.output_kind = kind
+            if trainer.is_global_zero and self.run_id is not None:
+                self.store.update_run(self.run_id, output_kind=kind)
+        for chunk in self._chunk.add(self._batch_step, columns, size):
+            self._send_chunk(trainer, chunk)
         loss = outputs.get("loss")
-        if loss is not None:
-            self._epoch.add_loss(self._batch_step, loss)
+        if loss is not None and self._is_global_zero:
+            self._steps.add_loss(self._batch_step, loss)
+
+    def _send_chunk(self, trainer: L.Trainer, columns: dict[str, np.ndarray]) -> None:
+        """Hand a chunk of this rank's presentations to the writer, which writes it at once."""
+        self._sums += presentation_sums(columns)
+        if self.run_id is None:
+            return
+        self._writer.send(RecordPresentations(
+            epoch=trainer.current_epoch, rank=trainer.global_rank, chunk=self._chunks_sent, columns=columns,
+        ))
+        self._chunks_sent += 1
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         if not self._is_global_zero:
             return
-        self._epoch.add_lr(self._batch_step, optimizer.param_groups[0]["lr"])
+        self._steps.add_lr(self._batch_step, optimizer.param_groups[0]["lr"])
         if not self.record_grad_norms or self._batch_step % self.grad_norm_every_n_steps or not self._parameters:
             return
         # The norms stay tensors until the epoch ends (no host sync per step).
-        self._epoch.add_grad_norms(self._batch_step, parameter_grad_norms(self._parameters))
+        self._steps.add_grad_norms(self._batch_step, parameter_grad_norms(self._parameters))
 
     # -- validation --------------------------------------------------------------------
 
@@ -310,26 +365,24 @@ class DynamicsRecorder(L.Callback):
     # -- epoch end: hand the epoch to the writer process -------------------------------
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.run_id is None or self._epoch.empty:
+        if self.run_id is None:
             return
         epoch = trainer.current_epoch
-        rank = trainer.global_rank
-        # The training thread only gathers the epoch's buffers into host arrays (a few torch
-        # ops, once per epoch: DESIGN.md) and hands them over. The scores (NumPy), the Arrow
-        # tables and the files are made in the writer process, overlapping with the next
-        # epoch, with no GIL shared with training and no thread pools (store.recording).
-        buffers = self._epoch.gather()
-        scores = totals = None
+        rest = self._chunk.take()
+        if rest is not None:
+            self._send_chunk(trainer, rest)
+        sums = self._sums
         if trainer.world_size > 1:
-            # Train loss / accuracy of the epoch, combined exactly over ranks (a collective,
-            # so on the training thread).
-            scores = epoch_scores(buffers.logits, buffers.targets)
-            local = epoch_totals(scores)
-            local_sums = torch.tensor(
-                [local.loss_sum, local.correct_sum, local.count], dtype=torch.float64, device=pl_module.device
+            # Exactly over ranks (a collective, so on the training thread, once per epoch).
+            local = torch.tensor(sums, dtype=torch.float64, device=pl_module.device)
+            sums = trainer.strategy.reduce(local, reduce_op="sum").cpu().numpy()
+        presentations, loss_sum, correct_sum, count = (float(v) for v in sums)
+        if presentations == 0:
+            raise RuntimeError(
+                f"DynamicsRecorder: epoch {epoch} recorded no presentations (no training batch returned outputs); "
+                "a run with an unrecorded epoch is not marked finished"
             )
-            reduced = trainer.strategy.reduce(local_sums, reduce_op="sum").cpu()
-            totals = EpochTotals(*(float(v) for v in reduced))
+        totals = EpochTotals(loss_sum, None if self.output_kind == "loss" else correct_sum, count)
         val = self._val
         if trainer.is_global_zero:
             self.epochs_recorded = epoch + 1
@@ -339,15 +392,15 @@ class DynamicsRecorder(L.Callback):
             ):
                 self.best_val_accuracy = val_accuracy
         if self.grand is not None:
-            self._write_grand(trainer, f"r{rank:02d}-e{epoch:06d}")
-        self._writer.send(RecordEpoch(
-            epoch=epoch, rank=rank, is_global_zero=trainer.is_global_zero, buffers=buffers,
-            time=dt.datetime.now(dt.timezone.utc), scores=scores, totals=totals,
-            val_loss=val["loss"] if val else None, val_accuracy=val["accuracy"] if val else None,
-            best_val_accuracy=self.best_val_accuracy,
-        ))
+            self._write_grand(trainer, f"r{trainer.global_rank:02d}-e{epoch:06d}")
+        if trainer.is_global_zero:
+            self._writer.send(RecordEpoch(
+                epoch=epoch, steps=self._steps.gather(), totals=totals, time=dt.datetime.now(dt.timezone.utc),
+                val_loss=val["loss"] if val else None, val_accuracy=val["accuracy"] if val else None,
+                best_val_accuracy=self.best_val_accuracy,
+            ))
         self._val = None
-        self._epoch.clear()
+        self._steps.clear()
 
     def _flush(self) -> None:
         """Have the writer process write everything queued now."""
@@ -384,6 +437,7 @@ class DynamicsRecorder(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        self._chunk.clear()  # an unfinished chunk is dropped; the chunks sent are kept
         try:
             self._flush()
             self._writer.close()
@@ -396,3 +450,12 @@ class DynamicsRecorder(L.Callback):
             self.store.update_run(self.run_id, status="failed", error=message, finished_at=utc_now())
         except StoreError:
             logger.exception("could not mark run %s as failed", self.run_id)
+
+
+def _skipped(outputs: Any) -> bool:
+    """Whether Lightning skipped the batch: ``training_step`` returned None (no loss, nothing else)."""
+    if outputs is None:
+        return True
+    return isinstance(outputs, Mapping) and outputs.get("loss") is None and not any(
+        key != "loss" for key in outputs
+    )

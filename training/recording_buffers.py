@@ -1,65 +1,136 @@
-"""What ``DynamicsRecorder`` keeps between its hooks: an epoch's per-step tensor references
-(``EpochBuffer``) and the running validation sums (``ValidationSums``).
+"""What ``DynamicsRecorder`` keeps between its hooks: a bounded chunk of per-presentation
+statistics on the device (``ChunkBuffer``), an epoch's per-step values (``StepBuffer``) and
+the running validation sums (``ValidationSums``).
 
-The per-step hooks only append references (no copy, no host sync); ``EpochBuffer.gather``
-turns the epoch into the host NumPy arrays the writer process takes
-(``store.recording.messages.EpochBuffers``), one copy per epoch (DESIGN.md).
+The per-step hooks copy each batch's ``[B]`` statistics into the chunk's preallocated
+columns on the device (no host sync). A chunk holds at most ``capacity`` presentations:
+when it is full (or the epoch ends) its columns are copied to the host in one copy
+(``training.recording_tensors.to_host``), and the recorder sends them to the writer
+process (DESIGN.md, "Reduce on the device, stream in chunks"). Per-step values (loss, learning
+rate, gradient norms: one each per step) stay references until the epoch ends.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
-from store.recording.messages import EpochBuffers
-from training.recording_tensors import detached, validation_sums
+from store.recording.messages import StepBuffers
+from store.schema import PRESENTATIONS
+from training.recording_tensors import to_host, validation_sums
+
+_TORCH_DTYPES = {
+    np.dtype(np.int64): torch.int64, np.dtype(np.int32): torch.int32, np.dtype(np.int16): torch.int16,
+    np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64, np.dtype(np.bool_): torch.bool,
+}
+
+#: The dtype each presentations column travels in: that of ``store.schema.PRESENTATIONS``.
+COLUMN_DTYPES: dict[str, torch.dtype] = {
+    field.name: _TORCH_DTYPES[np.dtype(field.type.to_pandas_dtype())] for field in PRESENTATIONS
+}
+
+#: What a batch without a column gets in a chunk where other batches have it.
+_FILL = {"weight": 1.0, "grand_last": math.nan}
 
 
-class EpochBuffer:
-    """One rank's epoch so far, as references to the tensors of each step."""
+class ChunkBuffer:
+    """Up to ``capacity`` presentations' statistics of one rank, in one preallocated
+    ``[capacity]`` tensor per column on the column's device.
 
-    def __init__(self) -> None:
+    Each batch's ``[B]`` values are copied into the next rows (a small copy kernel per
+    column, no host sync), so the recorder neither keeps the step's tensors alive nor
+    allocates per step: holding many small tensors between large temporaries fragments the
+    host allocator, and the process then grows by about the temporaries' size every step.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._columns: dict[str, Tensor] = {}  # allocated at the first value of each column
         self.clear()
 
     def clear(self) -> None:
-        self._logits: list[Tensor] = []
-        self._targets: list[Tensor] = []
-        self._sample_ids: list[Tensor] = []
-        self._weights: list[Tensor | None] = []
-        self._feature_sqnorms: list[Tensor | None] = []
-        self._batch_steps: list[int] = []
-        self._batch_sizes: list[int] = []
-        self._step_losses: list[Tensor] = []
+        self._given: set[str] = set()  # columns with a value in some batch of this chunk
+        self._steps: list[tuple[int, int]] = []  # (global_step, rows) of each batch (part)
+        self.rows = 0
+
+    def add(self, step: int, columns: dict[str, Tensor | None], size: int) -> list[dict[str, np.ndarray]]:
+        """Copy a batch of ``size`` presentations at ``step`` in (``columns``: name -> ``[size]``
+        tensor, or None where the batch has no such value); returns the chunks this filled,
+        as host arrays (``take``), usually none. Counting needs no host sync: ``size``
+        comes from the shapes."""
+        full = []
+        start = 0
+        while start < size:
+            count = min(size - start, self.capacity - self.rows)
+            rows = slice(self.rows, self.rows + count)
+            with torch.no_grad():
+                for name, value in columns.items():
+                    self._copy(name, rows, None if value is None else value.reshape(-1)[start:start + count])
+            self._steps.append((step, count))
+            self.rows += count
+            start += count
+            if self.rows >= self.capacity:
+                full.append(self.take())
+        return full
+
+    def _copy(self, name: str, rows: slice, value: Tensor | None) -> None:
+        column = self._columns.get(name)
+        if value is None:
+            if name in self._given:  # another batch of this chunk has it
+                column[rows] = _FILL[name]
+            return
+        if column is None:
+            column = self._columns[name] = torch.empty(self.capacity, dtype=COLUMN_DTYPES[name], device=value.device)
+        if name not in self._given:
+            if rows.start and name not in _FILL:
+                raise ValueError(f"DynamicsRecorder: {name!r} is missing in some batches of a chunk")
+            column[:rows.start] = _FILL.get(name, 0)  # the earlier batches of this chunk had none
+            self._given.add(name)
+        column[rows].copy_(value)
+
+    def take(self) -> dict[str, np.ndarray] | None:
+        """The chunk's columns as host arrays (``store.recording.messages.RecordPresentations``
+        columns; ``step`` included), copied once (``to_host``); None when empty. The buffer
+        is empty afterwards (its memory is kept for the next chunk)."""
+        if not self.rows:
+            return None
+        with torch.no_grad():
+            host = to_host({name: self._columns[name][: self.rows] for name in sorted(self._given)})
+        steps = self._steps
+        host["step"] = np.repeat(
+            np.asarray([step for step, _ in steps], dtype=np.int64), [count for _, count in steps]
+        )
+        self.clear()
+        return host
+
+
+class StepBuffer:
+    """One epoch's per-step values of rank zero: the loss and the parameters' gradient norms,
+    copied into preallocated device blocks of ``block_steps`` steps (no host sync, no
+    allocation kept per step: see ``ChunkBuffer``), and the learning rate (a Python float).
+    A full block is copied to the host (one sync per ``block_steps`` steps); ``gather``
+    reads the rest once, at the end of the epoch."""
+
+    block_steps = 1024
+
+    def __init__(self) -> None:
+        self._losses = _Block(self.block_steps)
+        self._norms = _Block(self.block_steps)
+        self.clear()
+
+    def clear(self) -> None:
+        self._losses.clear()
+        self._norms.clear()
         self._step_numbers: list[int] = []
-        self._layer_norms: list[list[Tensor]] = []
         self._grad_norm_steps: list[int] = []
         self._lrs: list[float] = []
         self._lr_steps: list[int] = []
 
-    @property
-    def empty(self) -> bool:
-        return not self._logits
-
-    def add_batch(
-        self,
-        step: int,
-        logits: Tensor,
-        targets: Tensor,
-        sample_ids: Tensor,
-        weights: Tensor | None,
-        feature_sqnorm: Tensor | None,
-    ) -> None:
-        """A training batch of ``step``; ``feature_sqnorm`` is GraNd's ``||h||^2`` per sample."""
-        self._logits.append(detached(logits))
-        self._targets.append(detached(targets))
-        self._sample_ids.append(sample_ids)
-        self._weights.append(None if weights is None else detached(weights))
-        self._feature_sqnorms.append(None if feature_sqnorm is None else feature_sqnorm.detach().reshape(-1))
-        self._batch_steps.append(step)
-        self._batch_sizes.append(len(logits))
-
     def add_loss(self, step: int, loss: Tensor) -> None:
-        self._step_losses.append(detached(loss))
+        self._losses.add(loss.detach().reshape(()))
         self._step_numbers.append(step)
 
     def add_lr(self, step: int, lr: float) -> None:
@@ -68,43 +139,59 @@ class EpochBuffer:
 
     def add_grad_norms(self, step: int, norms: list[Tensor]) -> None:
         """The gradient norm of every trainable parameter at ``step`` (0-d tensors)."""
-        self._layer_norms.append(norms)
+        self._norms.add(torch.stack([norm.detach() for norm in norms]))
         self._grad_norm_steps.append(step)
 
-    def gather(self) -> EpochBuffers:
-        """The epoch as host NumPy arrays (one copy per epoch)."""
+    def gather(self) -> StepBuffers:
+        """The epoch's per-step values as host values."""
+        losses, norms = self._losses.gather(), self._norms.gather()
+        return StepBuffers(
+            step_numbers=list(self._step_numbers),
+            step_losses=None if losses is None else losses.astype(np.float32).reshape(-1),
+            grad_norm_steps=list(self._grad_norm_steps),
+            parameter_norms=None if norms is None else norms.astype(np.float64).reshape(len(self._grad_norm_steps), -1),
+            lr_steps=list(self._lr_steps),
+            lrs=[float(v) for v in self._lrs],
+        )
+
+
+class _Block:
+    """Rows of one shape appended to a preallocated ``[rows, ...]`` device tensor; a full
+    block goes to the host, and its memory is reused."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self._block: Tensor | None = None
+        self.clear()
+
+    def clear(self) -> None:
+        self._host: list[np.ndarray] = []
+        self._count = 0
+
+    def add(self, row: Tensor) -> None:
+        block = self._block
+        dtype = torch.promote_types(row.dtype, torch.float32)  # bf16 / fp16 kept as float32
+        if block is None or block.shape[1:] != row.shape or block.device != row.device or block.dtype != dtype:
+            if self._count:
+                self._host.append(self._take())
+            block = self._block = torch.empty((self.rows, *row.shape), dtype=dtype, device=row.device)
         with torch.no_grad():
-            weights = feature_sqnorms = step_losses = parameter_norms = None
-            if any(w is not None for w in self._weights):
-                weights = torch.cat(
-                    [
-                        torch.ones(size, device=logits.device) if w is None else w.float().reshape(-1)
-                        for w, size, logits in zip(self._weights, self._batch_sizes, self._logits)
-                    ]
-                ).cpu().numpy()
-            if self._feature_sqnorms and all(f is not None for f in self._feature_sqnorms):
-                feature_sqnorms = torch.cat(self._feature_sqnorms).float().cpu().numpy()
-            if self._step_losses:
-                step_losses = torch.stack(self._step_losses).float().cpu().numpy()
-            if self._layer_norms:  # per step, one 0-d tensor per parameter
-                rows = self._layer_norms
-                norms = torch.stack([norm for row in rows for norm in row])
-                parameter_norms = norms.double().cpu().numpy().reshape(len(rows), -1)
-            return EpochBuffers(
-                logits=torch.cat(self._logits).float().cpu().numpy(),
-                targets=torch.cat(self._targets).long().reshape(-1).cpu().numpy(),
-                sample_ids=torch.cat(self._sample_ids).long().reshape(-1).cpu().numpy(),
-                batch_steps=self._batch_steps,
-                batch_sizes=self._batch_sizes,
-                step_numbers=self._step_numbers,
-                step_losses=step_losses,
-                grad_norm_steps=self._grad_norm_steps,
-                parameter_norms=parameter_norms,
-                lr_steps=self._lr_steps,
-                lrs=[float(v) for v in self._lrs],
-                weights=weights,
-                feature_sqnorms=feature_sqnorms,
-            )
+            block[self._count].copy_(row)
+        self._count += 1
+        if self._count == self.rows:
+            self._host.append(self._take())
+
+    def _take(self) -> np.ndarray:
+        rows, self._count = self._block[: self._count], 0
+        return rows.cpu().numpy().copy()  # a copy: the block is reused
+
+    def gather(self) -> np.ndarray | None:
+        """Every row since ``clear``, as one host array; None when there is none."""
+        if self._count:
+            self._host.append(self._take())
+        if not self._host:
+            return None
+        return np.concatenate(self._host)
 
 
 class ValidationSums:

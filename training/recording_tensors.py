@@ -1,6 +1,6 @@
-"""Reading what ``DynamicsRecorder`` records off Lightning's objects: the logits a training
-step returned, the layer that owns each parameter, the parameters' gradient norms and a
-validation batch's sums.
+"""Small tensor helpers of ``DynamicsRecorder``: the layer that owns each parameter, the
+parameters' gradient norms, a validation batch's sums, and the one copy of a chunk of
+statistics to the host.
 
 Small functions of tensors, free of Lightning; the callback calls them from its hooks.
 """
@@ -8,27 +8,16 @@ Small functions of tensors, free of Lightning; the callback calls them from its 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
-
-from training.scores import correct, cross_entropy
+from torch.nn import functional as F
 
 
 def detached(tensor: Tensor) -> Tensor:
     """``tensor`` without its graph; the tensor itself when it has none (no new object)."""
     return tensor.detach() if tensor.requires_grad else tensor
-
-
-def step_logits(outputs: Any) -> Tensor:
-    """The logits a ``training_step`` returned (``{"loss": ..., "logits": ...}``)."""
-    if isinstance(outputs, Mapping) and "logits" in outputs:
-        return outputs["logits"]
-    raise ValueError(
-        "DynamicsRecorder: training_step must return a dict with 'loss' and 'logits', e.g. "
-        "return {'loss': loss, 'logits': logits}"
-    )
 
 
 def owning_layers(module: torch.nn.Module) -> tuple[list[str], list[int]]:
@@ -66,13 +55,40 @@ def validation_sums(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """A validation batch's ``[loss_sum, correct_sum, count]`` (float64) and its per-label
     ``[correct, count]`` sums ``[2, classes]`` (float64), on the CPU."""
     with torch.no_grad():
-        loss_sum = cross_entropy(logits, targets).double().sum().cpu()
-        correct_sum = correct(logits, targets).sum().cpu()
+        correct = logits.argmax(1) == targets  # DESIGN.md: correct = argmax p == y
+        loss_sum = F.cross_entropy(logits.float(), targets, reduction="none").double().sum().cpu()
+        correct_sum = correct.sum().cpu()
         totals = torch.stack([loss_sum, correct_sum.double(), torch.tensor(len(targets), dtype=torch.float64)])
         classes = int(logits.shape[-1])
         labels = targets.long().reshape(-1).cpu()
         per_class = torch.stack([
-            torch.bincount(labels, weights=correct(logits, targets).double().reshape(-1).cpu(), minlength=classes),
+            torch.bincount(labels, weights=correct.double().reshape(-1).cpu(), minlength=classes),
             torch.bincount(labels, minlength=classes).double(),
         ])
     return totals, per_class
+
+
+_NUMPY_DTYPES = {
+    torch.bool: np.bool_, torch.uint8: np.uint8, torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32,
+    torch.int64: np.int64, torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64,
+}
+
+
+def to_host(columns: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    """The ``[N]`` tensors of ``columns`` as NumPy arrays of the same dtypes, in one
+    device-to-host copy per device: their bytes are concatenated on the device (widest
+    dtype first, so every array stays aligned), copied once, and viewed back."""
+    out: dict[str, np.ndarray] = {}
+    by_device: dict[torch.device, list[str]] = {}
+    for name, tensor in columns.items():
+        by_device.setdefault(tensor.device, []).append(name)
+    for names in by_device.values():
+        names = sorted(names, key=lambda name: -columns[name].element_size())
+        flat = [columns[name].detach().contiguous().reshape(-1) for name in names]
+        raw = torch.cat([tensor.view(torch.uint8) for tensor in flat]).cpu().numpy()
+        offset = 0
+        for name, tensor in zip(names, flat):
+            size = tensor.numel() * tensor.element_size()
+            out[name] = raw[offset:offset + size].view(_NUMPY_DTYPES[tensor.dtype])
+            offset += size
+    return out

@@ -70,6 +70,11 @@ def compare_body() -> None:
     if not common_scores:
         st.info("These runs share no recorded score yet (they need at least one completed epoch).")
         return
+    kinds = {data.output_kind(info) for info in infos.values()}
+    if len(kinds) > 1:
+        st.caption("These runs recorded different outputs (" + ", ".join(
+            formatting.kind_label(kind) for kind in sorted(kinds)) + "): only the scores all of them have "
+            "are offered.")
     controls = st.columns([2, 2, 2, 2])
     score = controls[0].selectbox("Score", common_scores, key="compare_score",
                                   index=common_scores.index("el2n") if "el2n" in common_scores else 0)
@@ -95,6 +100,12 @@ def compare_body() -> None:
                + ("; never-learned samples rank hardest." if data.SCORES[score].never_learned_hardest else ".")
                + (" " + charts.sampling_note(agreement.points.shown, agreement.points.total)
                   + ", sampled in DuckDB." if agreement.points.is_partial else ""))
+    if data.SCORES[score].needs == "correct":
+        # Forgetting, first-learned epoch and correctness of sequences rest on a threshold: say it.
+        for run_id in (run_a, run_b):
+            if data.output_kind(infos[run_id]) == "sequence":
+                st.caption(f"{short[run_id]}: " + formatting.correct_definition(
+                    "sequence", infos[run_id].get("sequence_correct_threshold")))
 
     if len(selected) > 2:
         rows = []

@@ -33,6 +33,15 @@ def _param_widget(strategy: str, name: str, default):
     return float(st.number_input(name, value=float(default), step=0.05, format="%.4f", key=key, help=spec.help))
 
 
+def score_options(strategy: str, recorded: list[set[str]]) -> list[str]:
+    """The scores every source run recorded (registry order), and the cartography region for
+    downweight-noise when all of them recorded confidence and variability."""
+    options = [name for name in data.SCORES if all(name in scores for scores in recorded)]
+    if strategy == "downweight-noise" and {"confidence", "variability"} <= set(options):
+        options.append(data.CARTOGRAPHY)
+    return options
+
+
 def _preview(summary: pd.DataFrame, curriculum: data.Curriculum) -> None:
     weight = data.curriculum_weights(summary, curriculum)
     preview = data.curriculum_preview(summary, weight)
@@ -49,15 +58,27 @@ def _preview(summary: pd.DataFrame, curriculum: data.Curriculum) -> None:
     starts = data.start_epoch_counts(curriculum.table)
     if starts is not None:
         st.caption("Samples becoming available per epoch: " + ", ".join(f"epoch {e}: {n}" for e, n in starts.items()))
+    has_labels = bool(summary["label"].notna().any())
+    has_map = bool(summary["confidence"].notna().any())
     left, right = st.columns(2)
     left.markdown("**Kept per class**")
-    left.dataframe(preview.kept_per_class, hide_index=True)
+    if has_labels:
+        left.dataframe(preview.kept_per_class, hide_index=True)
+    else:
+        left.caption("No class labels in these runs (sequences or per-sample losses): nothing to count per class.")
     right.markdown("**Kept per cartography region**")
-    right.dataframe(preview.kept_per_region, hide_index=True)
+    if has_map:
+        right.dataframe(preview.kept_per_region, hide_index=True)
+    else:
+        right.caption("No cartography regions: these runs recorded no p(label).")
     left, right = st.columns(2)
     left.plotly_chart(charts.weight_histogram_figure(preview.weight), key="cur_weight_hist")
-    points, sizes = data.weight_map_points(summary, preview.weight, data.MAX_SCATTER_POINTS)
-    right.plotly_chart(charts.weight_map_figure(points, sizes), key="cur_data_map")
+    if has_map:
+        points, sizes = data.weight_map_points(summary, preview.weight, data.MAX_SCATTER_POINTS)
+        right.plotly_chart(charts.weight_map_figure(points, sizes), key="cur_data_map")
+    else:
+        right.plotly_chart(charts.weight_loss_figure(summary["loss"].to_numpy(dtype=float, na_value=float("nan")),
+                                                     preview.weight), key="cur_loss_map")
 
 
 def _outcome(root: str, parent_id: str, rerun_id: str, curriculum: data.Curriculum | None, key: str) -> None:
@@ -82,8 +103,9 @@ def _outcome(root: str, parent_id: str, rerun_id: str, curriculum: data.Curricul
         parent = data.sample_summary(root, (parent_id,), (versions[parent_id],))
         rerun = data.sample_summary(root, (rerun_id,), (versions[rerun_id],))
         fate = data.sample_fate_table(parent, rerun, curriculum)
-        st.markdown("**What happened to the pruned and down-weighted samples** (mean confidence = p_true, and "
-                    "correctness, parent vs rerun; pruned samples are never presented in the rerun)")
+        st.markdown("**What happened to the pruned and down-weighted samples** (mean confidence = p_true, "
+                    "correctness and mean loss, parent vs rerun, where recorded; pruned samples are never "
+                    "presented in the rerun)")
         st.dataframe(fate, hide_index=True)
 
 
@@ -163,14 +185,32 @@ def main() -> None:
         st.warning("The chosen runs belong to different tasks; choose runs of one task.")
         return
     summary = data.sample_summary(root, tuple(sources), versions)
+    recorded = [set(data.recorded_scores(root, r, version)) for r, version in zip(sources, versions)]
+    kinds = sorted({data.output_kind(info) for info in infos})
     col1, col2, col3 = st.columns(3)
     strategy = col1.selectbox("Strategy", list(data.STRATEGIES), key="cur_strategy",
                               format_func=lambda s: f"{s} ({data.STRATEGIES[s].kind})")
     spec = data.STRATEGIES[strategy]
     score = None
     if spec.needs_score:
-        options = list(data.SCORES) + ([data.CARTOGRAPHY] if strategy == "downweight-noise" else [])
-        score = col2.selectbox("Score", options, index=options.index("loss"), key="cur_score")
+        options = score_options(strategy, recorded)
+        if "loss" in kinds:
+            # What a per-sample loss cannot give (GraNd is a schedule, not the output kind).
+            unavailable = [name for name in data.scores_of_kind("classification")
+                           if name not in data.scores_of_kind("loss")]
+            unavailable += [data.CARTOGRAPHY] if strategy == "downweight-noise" else []
+            st.caption("Not offered for these runs: " + ", ".join(unavailable) + ". They recorded only a "
+                       "per-sample loss, and these scores need p(label), the margin or correctness; "
+                       "build from loss (or GraNd), or use random, infobatch or loss-reweight.")
+        if not options:
+            st.info("These runs share no recorded score; choose a strategy that needs none.")
+            return
+        score = col2.selectbox("Score", options, index=options.index("loss") if "loss" in options else 0,
+                               key="cur_score")
+        if "sequence" in kinds and score in data.SCORES and data.SCORES[score].needs == "correct":
+            for info in infos:
+                st.caption(f"{info.get('name')}: " + formatting.correct_definition(
+                    data.output_kind(info), info.get("sequence_correct_threshold")))
     seed = int(col3.number_input("Seed", value=0, step=1, key="cur_seed"))
     st.caption(spec.description)
     params = {}

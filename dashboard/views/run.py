@@ -71,6 +71,9 @@ def header(info: dict, version: tuple) -> None:
         lineage.append(f"parent run `{info['parent_run_id']}`")
     if info.get("curriculum"):
         lineage.append(f"curriculum `{info['curriculum']}`")
+    kind = data.output_kind(info)
+    if kind != "classification":
+        lineage.insert(0, formatting.kind_label(kind))
     st.caption(f"run id `{run_id}` · created {info.get('created_at')}"
                + (" · " + " · ".join(lineage) if lineage else ""))
     if info.get("parent_run_id"):
@@ -79,14 +82,19 @@ def header(info: dict, version: tuple) -> None:
                      query_params={"runs": [info["parent_run_id"], run_id]})
 
 
-def curves_view(version: tuple) -> None:
+def curves_view(version: tuple, kind: str) -> None:
     epochs = data.epoch_metrics(root, run_id, version)
     if epochs.empty:
         st.info("No epoch has finished yet: the curves appear after the first one.")
     else:
         cols = st.columns(2)
         cols[0].plotly_chart(charts.epoch_figure(epochs, "loss"), key="curve_loss")
-        cols[1].plotly_chart(charts.epoch_figure(epochs, "accuracy"), key="curve_accuracy")
+        accuracy = [column for column in ("train_accuracy", "val_accuracy") if column in epochs]
+        if kind == "loss" and not any(epochs[column].notna().any() for column in accuracy):
+            cols[1].info("No accuracy for this run: it recorded only a per-sample loss, which has no "
+                         "correct prediction to count.")
+        else:
+            cols[1].plotly_chart(charts.epoch_figure(epochs, "accuracy"), key="curve_accuracy")
     steps = data.step_curves(root, run_id, version)
     if steps.total == 0:
         st.caption("No optimisation steps recorded.")
@@ -99,9 +107,14 @@ def curves_view(version: tuple) -> None:
     cols[2].plotly_chart(charts.step_figure(steps.frame, "lr", "Learning rate", note), key="step_lr")
 
 
-def data_map_view(version: tuple, scores: list[str]) -> None:
+def data_map_view(version: tuple, scores: list[str], kind: str, definition: str) -> None:
+    if "confidence" not in scores:
+        # Nothing to plot: no p(label) recorded (a per-sample-loss run) or no sample presented yet.
+        st.info(formatting.data_map_unavailable(kind))
+        sample_view(version, scores, kind, definition, context="map")
+        return
     controls = st.columns([2, 2, 2])
-    color_options = [name for name in ("correctness", *scores) if name in scores or name == "correctness"]
+    color_options = [name for name in ("correctness", *scores) if name in scores]
     color_options = list(dict.fromkeys(color_options))
     color = controls[0].selectbox("Colour by", color_options, key="map_color",
                                   format_func=lambda name: name.replace("_", " "))
@@ -122,6 +135,8 @@ def data_map_view(version: tuple, scores: list[str]) -> None:
             st.caption("Click a point to inspect that sample. Crosses mark flipped labels."
                        + (f" Showing a random {points.shown:,} of {points.total:,} samples, "
                           "sampled in DuckDB." if points.is_partial else ""))
+            if kind == "sequence":
+                st.caption("Confidence is each sequence's mean p(target token) over epochs. " + definition)
     with right:
         counts = data.region_counts(root, run_id, version, ambiguous, easy)
         st.subheader("Regions")
@@ -130,12 +145,22 @@ def data_map_view(version: tuple, scores: list[str]) -> None:
                       help=f"{row.flipped:,} of them with a flipped label")
         st.caption("Swayamdipta et al. 2020: easy-to-learn (confident, stable), ambiguous "
                    "(variable), hard-to-learn (unconfident, stable; often mislabeled).")
-    sample_view(version, context="map")
+    sample_view(version, scores, kind, definition, context="map")
 
 
-def scores_view(version: tuple, scores: list[str]) -> None:
+def unrecorded_note(kind: str) -> str:
+    """Which scores a run of this output kind cannot have, and what to record for them."""
+    possible = set(data.scores_of_kind(kind))
+    return formatting.unrecorded_scores_note(
+        kind, [name for name in data.scores_of_kind("classification") if name not in possible])
+
+
+def scores_view(version: tuple, scores: list[str], kind: str, definition: str) -> None:
     st.caption("Distribution of every per-sample score over the training set (binned in "
                "DuckDB; red: samples whose label was flipped).")
+    note = unrecorded_note(kind)
+    if note:
+        st.caption(note)
     shown = [name for name in scores if name != "forgetting_events"]
     histograms = data.score_histograms(root, run_id, version, tuple(shown))
     for start in range(0, len(shown), 3):
@@ -153,7 +178,8 @@ def scores_view(version: tuple, scores: list[str]) -> None:
         counts = data.forgetting_counts(root, run_id, version)
         st.plotly_chart(charts.forgetting_figure(counts), key="forgetting_chart")
         st.caption("Toneva et al. 2019: a forgetting event is a correct prediction followed by "
-                   "a wrong one. Never-learned samples are counted apart, not as a number of events.")
+                   "a wrong one. Never-learned samples are counted apart, not as a number of events."
+                   + (" " + definition if kind == "sequence" else ""))
 
 
 TABLES = (
@@ -163,7 +189,14 @@ TABLES = (
 )
 
 
-def samples_view(version: tuple, scores: list[str]) -> None:
+#: Columns of the hardest-samples tables that are scores: shown only when the run recorded them.
+TABLE_SCORE_COLUMNS = frozenset({"loss", "el2n", "forgetting_events", "confidence", "aum", "token_accuracy"})
+LABEL_COLUMNS = ("label", "original_label", "label_noisy")
+#: The numbers shown for one sample, when the run recorded them.
+SAMPLE_METRICS = ("loss", "el2n", "confidence", "variability", "correctness", "aum", "token_accuracy")
+
+
+def samples_view(version: tuple, scores: list[str], kind: str, definition: str) -> None:
     controls = st.columns([2, 1, 3])
     rankable = [name for name in scores]
     hard_score = controls[0].selectbox("Hardest by", rankable, key="table_score",
@@ -177,19 +210,39 @@ def samples_view(version: tuple, scores: list[str]) -> None:
             continue
         frame = data.hardest_samples(root, run_id, version, score, int(limit))
         col.subheader(title)
-        col.caption(note)
+        col.caption(note + (f". {definition}" if kind == "sequence" and score == "forgetting_events" else ""))
         table_key = f"table_{title.replace(' ', '_').lower()}"
+        hidden = {"original_label", "never_learned"}
+        hidden |= {name for name in TABLE_SCORE_COLUMNS if name not in scores and name != score}
+        if frame["label"].isna().all():
+            hidden |= set(LABEL_COLUMNS)  # sequences and per-sample losses have no class label
         col.dataframe(
-            frame[[c for c in frame.columns if c not in ("original_label", "never_learned")]],
+            frame[[c for c in frame.columns if c not in hidden]],
             key=table_key, on_select=functools.partial(on_table_select, table_key, frame),
             selection_mode="single-row", hide_index=True, width="stretch", height=380,
             column_config={"label_noisy": st.column_config.CheckboxColumn("flipped")},
         )
-    st.caption("Tick a row to inspect that sample.")
-    sample_view(version, context="tables")
+    note = unrecorded_note(kind)
+    st.caption("Tick a row to inspect that sample." + (f" {note}" if note else ""))
+    sample_view(version, scores, kind, definition, context="tables")
 
 
-def sample_view(version: tuple, context: str) -> None:
+def sample_caption(record: dict, kind: str) -> str:
+    """Region, learned epoch and forgetting events of one sample, for what the run recorded."""
+    parts = []
+    region = data.sample_region(record.get("confidence"), record.get("variability"))
+    if region is not None:
+        parts.append(region)
+    if not pd.isna(record.get("never_learned")):
+        parts.append("never learned" if record["never_learned"]
+                     else f"learned at epoch {formatting.number(record.get('first_learned_epoch'))}")
+        parts.append(f"{formatting.number(record.get('forgetting_events'))} forgetting events")
+    if kind == "sequence" and not pd.isna(record.get("token_count")):
+        parts.append(f"{formatting.number(record.get('token_count'), 1)} tokens on average")
+    return " · ".join(parts)
+
+
+def sample_view(version: tuple, scores: list[str], kind: str, definition: str, context: str) -> None:
     st.divider()
     id_range = data.sample_id_range(root, run_id, version)
     if id_range is None:
@@ -209,23 +262,25 @@ def sample_view(version: tuple, context: str) -> None:
         cols[1].warning(f"Sample {sample_id} is not in this run.")
         return
     info = data.run_info(root, run_id, version)
+    has_label = not pd.isna(record.get("label"))
     with cols[1]:
-        flipped = bool(record.get("label_noisy"))
-        given, original = int(record["label"]), int(record["original_label"])
         st.subheader(f"Sample {int(sample_id)}")
-        label_text = f"given label **{given}**, original label **{original}**"
-        if flipped:
-            st.markdown(f":red-badge[flipped label] {label_text}")
-        else:
-            st.markdown(label_text)
-        region = data.sample_region(record["confidence"], record["variability"])
-        learned = ("never learned" if record.get("never_learned")
-                   else f"learned at epoch {formatting.number(record.get('first_learned_epoch'))}")
-        st.caption(f"{region} · {learned} · {formatting.number(record.get('forgetting_events'))} "
-                   "forgetting events")
-    metric_cols = st.columns(6)
-    for col, name in zip(metric_cols, ("loss", "el2n", "confidence", "variability", "correctness", "aum")):
-        col.metric(name, formatting.number(record.get(name)))
+        if has_label:
+            given, original = int(record["label"]), int(record["original_label"])
+            label_text = f"given label **{given}**, original label **{original}**"
+            if bool(record.get("label_noisy")):
+                st.markdown(f":red-badge[flipped label] {label_text}")
+            else:
+                st.markdown(label_text)
+        caption = sample_caption(record, kind)
+        if caption:
+            st.caption(caption)
+        if kind == "sequence" and "forgetting_events" in scores:
+            st.caption(definition)
+    shown = [name for name in SAMPLE_METRICS if name in scores]
+    metric_cols = st.columns(max(len(shown), 1))
+    for col, name in zip(metric_cols, shown):
+        col.metric(name.replace("_", " "), formatting.number(record.get(name)))
     task = str(info.get("task"))
     dataset_version = data.dataset_version(root, task)
     left, right = st.columns([1, 2])
@@ -235,7 +290,8 @@ def sample_view(version: tuple, context: str) -> None:
             if x is None:
                 st.caption("This sample's input is not in the store's dataset file.")
             else:
-                st.plotly_chart(charts.input_figure(x, f"Input (label {given})"), key=f"input_{context}")
+                title = f"Input (label {int(record['label'])})" if has_label else "Input"
+                st.plotly_chart(charts.input_figure(x, title), key=f"input_{context}")
         else:
             st.caption(f"No inputs stored for task {info.get('task')!r} "
                        f"(expected {data.dataset_path(root, task)}).")
@@ -267,19 +323,22 @@ def run_body() -> None:
             st.info("This run has no completed epoch: nothing was recorded to show.")
         return
     scores = data.recorded_scores(root, run_id, version)
+    kind = data.output_kind(info)
+    # What "correct" means here: the basis of forgetting, first-learned epoch and correctness.
+    definition = formatting.correct_definition(kind, info.get("sequence_correct_threshold"))
     tabs = st.tabs(VIEWS, key="view", bind="query-params")
     for tab, view in zip(tabs, VIEWS):
         if not tab.open:
             continue
         with tab, widgets.friendly_errors(f"the {view.lower()} view"):
             if view == "Curves":
-                curves_view(version)
+                curves_view(version, kind)
             elif view == "Data map":
-                data_map_view(version, scores)
+                data_map_view(version, scores, kind, definition)
             elif view == "Scores":
-                scores_view(version, scores)
+                scores_view(version, scores, kind, definition)
             else:
-                samples_view(version, scores)
+                samples_view(version, scores, kind, definition)
 
 
 run_body()

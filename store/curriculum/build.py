@@ -32,9 +32,20 @@ def check_score(strategy: Strategy, summary: pd.DataFrame, score: str | None) ->
     missing = [c for c in needed if c not in summary]
     if missing:
         raise CurriculumError(f"the scores have no column {', '.join(missing)}")
-    if score != CARTOGRAPHY and summary[score].isna().all():
-        raise CurriculumError(f"score {score!r} was not recorded for these runs (all values missing)")
+    unrecorded = [c for c in needed if summary[c].isna().all()]
+    if unrecorded:
+        raise CurriculumError(not_recorded_message(score, unrecorded))
     return score
+
+
+def not_recorded_message(score: str, columns: list[str]) -> str:
+    """Why ``score`` cannot rank these runs: its ``columns`` hold no value, and what to record."""
+    needs = {SCORES[c].needs for c in columns if c in SCORES}
+    if needs & {"p_true", "correct", "margin", "el2n"}:
+        return (f"score {score!r} was not recorded for these runs (all values missing): it needs the "
+                "probability of the label per presentation, which a run that records only a per-sample "
+                "loss does not have; record logits with class or token targets, or choose a loss-based score")
+    return f"score {score!r} was not recorded for these runs (all values missing)"
 
 
 def build_curriculum(

@@ -40,7 +40,8 @@ def class_accuracy(store: Store, run_id: str) -> pd.DataFrame:
 
 def sample_fate(parent: pd.DataFrame, rerun: pd.DataFrame, curriculum: Curriculum) -> pd.DataFrame:
     """What happened to each sample: its curriculum weight, and parent vs rerun confidence
-    (mean p_true) and correctness (per-sample summaries), with a ``group`` column:
+    (mean p_true), correctness and mean loss (per-sample summaries; NaN where a run did not
+    record them, e.g. confidence in a per-sample-loss run), with a ``group`` column:
     pruned (weight 0), down-weighted (0 < weight < 1), kept."""
     weight = curriculum.weights_for(parent["sample_id"].to_numpy())
     frame = pd.DataFrame({
@@ -48,12 +49,14 @@ def sample_fate(parent: pd.DataFrame, rerun: pd.DataFrame, curriculum: Curriculu
         "label_noisy": parent["label_noisy"].to_numpy() if "label_noisy" in parent else False,
         "weight": weight,
         "group": np.where(weight == 0, "pruned", np.where(weight < 1, "down-weighted", "kept")),
-        "parent_confidence": parent["confidence"].to_numpy(),
-        "parent_correctness": parent["correctness"].to_numpy(),
+        "parent_confidence": parent["confidence"].to_numpy(dtype=float, na_value=np.nan),
+        "parent_correctness": parent["correctness"].to_numpy(dtype=float, na_value=np.nan),
+        "parent_loss": parent["loss"].to_numpy(dtype=float, na_value=np.nan),
     })
     other = rerun.set_index("sample_id").reindex(frame["sample_id"])
-    frame["rerun_confidence"] = other["confidence"].to_numpy()
-    frame["rerun_correctness"] = other["correctness"].to_numpy()
+    frame["rerun_confidence"] = other["confidence"].to_numpy(dtype=float, na_value=np.nan)
+    frame["rerun_correctness"] = other["correctness"].to_numpy(dtype=float, na_value=np.nan)
+    frame["rerun_loss"] = other["loss"].to_numpy(dtype=float, na_value=np.nan)
     return frame
 
 
@@ -63,5 +66,6 @@ def fate_table(fate: pd.DataFrame) -> pd.DataFrame:
         fate.groupby(["group", "label_noisy"], as_index=False)
         .agg(samples=("sample_id", "size"), parent_confidence=("parent_confidence", "mean"),
              rerun_confidence=("rerun_confidence", "mean"), parent_correctness=("parent_correctness", "mean"),
-             rerun_correctness=("rerun_correctness", "mean"))
+             rerun_correctness=("rerun_correctness", "mean"), parent_loss=("parent_loss", "mean"),
+             rerun_loss=("rerun_loss", "mean"))
     )

@@ -125,7 +125,14 @@ def downweight_noise_soft(
 
 def class_balance(summary: pd.DataFrame) -> pd.DataFrame:
     """weight = N / (C * n_c) for a sample of (trained) label c: every class contributes
-    equally to the loss; the mean weight stays 1."""
+    equally to the loss; the mean weight stays 1. Needs a class label per sample (runs of
+    sequences or of per-sample losses have none)."""
+    if summary["label"].isna().any():
+        missing = int(summary["label"].isna().sum())
+        raise CurriculumError(
+            f"class-balance needs the class label of every sample; {missing} of {len(summary)} have none "
+            "(runs of sequences or per-sample losses record no class label)"
+        )
     labels = summary["label"].to_numpy()
     classes, counts = np.unique(labels, return_counts=True)
     per_class = dict(zip(classes.tolist(), (len(labels) / (len(classes) * counts)).tolist()))

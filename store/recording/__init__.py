@@ -2,7 +2,7 @@
 ``training.recorder.DynamicsRecorder``.
 
 - ``messages``: the typed messages the recorder sends (one frozen dataclass each);
-- ``rows``: per-presentation scores in NumPy and the Arrow tables of an epoch;
+- ``rows``: the Arrow tables built from those messages (presentations chunks, steps, epochs);
 - ``writer``: ``RunWriter``, the child's side, one named method per message;
 - ``frames``: the pickle frames on the pipes between the two processes;
 - ``process``: ``WriterProcess`` (the training process's handle) and ``serve`` (the
@@ -14,17 +14,18 @@ Imports neither torch, Lightning, pandas nor DuckDB (the child starts while trai
 from store.recording.messages import (
     Close,
     Configure,
-    EpochBuffers,
     EpochTotals,
     Flush,
     RecordEpoch,
+    RecordPresentations,
     RecordValidation,
     SpoolFile,
+    StepBuffers,
     Sync,
     WriteSegment,
 )
 from store.recording.process import WriterProcess, serve
-from store.recording.rows import PRESENTATION_COLUMNS, PendingTable, epoch_row, epoch_scores
+from store.recording.rows import PRESENTATION_COLUMNS, PendingTable, epoch_row, presentations_table
 from store.recording.writer import HANDLERS, RunWriter
 
 __all__ = [
@@ -32,18 +33,19 @@ __all__ = [
     "PRESENTATION_COLUMNS",
     "Close",
     "Configure",
-    "EpochBuffers",
     "EpochTotals",
     "Flush",
     "PendingTable",
     "RecordEpoch",
+    "RecordPresentations",
     "RecordValidation",
     "RunWriter",
     "SpoolFile",
+    "StepBuffers",
     "Sync",
     "WriteSegment",
     "WriterProcess",
     "epoch_row",
-    "epoch_scores",
+    "presentations_table",
     "serve",
 ]

@@ -6,9 +6,10 @@ the child hands each one to the ``RunWriter`` method that ``store.recording.writ
 names for its type. They hold NumPy arrays, numbers and lists only (no torch, no Arrow), so
 they pickle cheaply and the child imports nothing heavy.
 
-Writer messages (one ``RunWriter`` method each): ``RecordEpoch``, ``RecordValidation``,
-``WriteSegment``, ``Flush``. Control messages (the child's loop answers them itself):
-``Configure`` (the first message), ``Sync``, ``Close`` and ``SpoolFile``.
+Writer messages (one ``RunWriter`` method each): ``RecordPresentations`` (a chunk of
+per-presentation statistics, already reduced on the training device), ``RecordEpoch``,
+``RecordValidation``, ``WriteSegment``, ``Flush``. Control messages (the child's loop answers
+them itself): ``Configure`` (the first message), ``Sync``, ``Close`` and ``SpoolFile``.
 """
 
 from __future__ import annotations
@@ -20,35 +21,27 @@ import numpy as np
 
 
 @dataclass(frozen=True, eq=False)
-class EpochBuffers:
-    """One rank's epoch as host arrays, gathered by the recorder once per epoch.
+class StepBuffers:
+    """Rank zero's per-step values of an epoch, as host values: one entry per optimisation
+    step that recorded the value (``global_step`` numbers)."""
 
-    ``N`` presentations in training order; per-step lists hold one entry per optimisation
-    step that recorded the value (``global_step`` numbers).
-    """
-
-    logits: np.ndarray  # [N, classes] float32
-    targets: np.ndarray  # [N] int64: the given labels
-    sample_ids: np.ndarray  # [N] int64
-    batch_steps: list[int]  # the global_step of each batch
-    batch_sizes: list[int]  # presentations per batch
     step_numbers: list[int]  # steps whose loss is in step_losses
     step_losses: np.ndarray | None  # [steps] float32; None: no loss recorded
     grad_norm_steps: list[int]  # steps whose gradient norms are in parameter_norms
     parameter_norms: np.ndarray | None  # [grad_norm_steps, parameters] float64; None: none recorded
     lr_steps: list[int]
     lrs: list[float]  # learning rate of the first parameter group at lr_steps
-    weights: np.ndarray | None  # [N] float32 loss weights; None: all 1
-    feature_sqnorms: np.ndarray | None  # [N] float32 ||h||^2 of the last layer's input (GraNd); None: not recorded
 
 
 @dataclass(frozen=True)
 class EpochTotals:
     """Train loss and correctness of an epoch summed over its presentations (over all ranks
-    when the training is distributed)."""
+    when the training is distributed). ``count`` counts the presentations with a loss (a
+    sequence with no counted token has none); ``correct_sum`` is ``None`` when the outputs
+    have no notion of correct (``per_sample_loss``)."""
 
     loss_sum: float
-    correct_sum: float
+    correct_sum: float | None
     count: float
 
 
@@ -64,17 +57,30 @@ class Configure:
 
 
 @dataclass(frozen=True, eq=False)
-class RecordEpoch:
-    """Score and write one rank's epoch; on global rank zero also queue its train row, its
-    steps and gradient norms, and the run's progress."""
+class RecordPresentations:
+    """Write one chunk of one rank's presentations of an epoch now, as its own segment.
+
+    ``columns`` are ``store.schema.PRESENTATIONS`` columns (``[rows]`` arrays: ``step`` and
+    ``sample_id`` always; the statistics the outputs have); a column that is absent is
+    written null, except ``weight`` (1) and ``grand_last`` (NaN). ``chunk`` numbers the
+    chunks of the epoch on this rank from 0.
+    """
 
     epoch: int
     rank: int
-    is_global_zero: bool
-    buffers: EpochBuffers
+    chunk: int
+    columns: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class RecordEpoch:
+    """Rank zero's end of an epoch: queue its train row, its steps and gradient norms, and
+    the run's progress (its presentations went in ``RecordPresentations`` chunks)."""
+
+    epoch: int
+    steps: StepBuffers
+    totals: EpochTotals  # summed over ranks
     time: dt.datetime  # the end of the epoch, for the epochs table
-    scores: dict[str, np.ndarray] | None = None  # epoch_scores of buffers, when already computed
-    totals: EpochTotals | None = None  # summed over ranks; None: this rank's presentations
     val_loss: float | None = None  # the epoch's validation, for run.json's progress
     val_accuracy: float | None = None
     best_val_accuracy: float | None = None
@@ -82,7 +88,8 @@ class RecordEpoch:
 
 @dataclass(frozen=True, eq=False)
 class RecordValidation:
-    """Queue an epoch's validation row (summed over ranks) and its per-label counts."""
+    """Queue an epoch's validation row of one validation dataloader (summed over ranks) and
+    its per-label counts."""
 
     epoch: int
     time: dt.datetime
@@ -90,6 +97,7 @@ class RecordValidation:
     correct_sum: int
     count: int
     class_sums: np.ndarray | None = None  # [2, classes] float64: correct, count per label
+    dataloader_idx: int = 0  # which validation dataloader (Lightning's dataloader_idx)
 
 
 @dataclass(frozen=True, eq=False)

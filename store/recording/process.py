@@ -1,13 +1,14 @@
 """The recording writer process: its handle in the training process (``WriterProcess``) and
 its loop in the child (``serve``).
 
-The recorder's training process only gathers each epoch's buffers into host NumPy arrays
-and sends them, as typed messages (``store.recording.messages``), on the child's stdin in
-frames (``store.recording.frames``); a frame larger than half the pipe goes into a spool
-file and only its name through the pipe, so a send never waits for the child. The child
-(``python -m store.recording``, at the lowest CPU priority) hands each message to its
-``RunWriter`` (``store.recording.writer``), which computes the scores, builds the Arrow
-tables and writes the segments and run.json.
+The recorder's training process reduces each step's outputs on their device to a few
+statistics per presentation, copies them to the host once per chunk of rows, and sends
+them, as typed messages (``store.recording.messages``), on the child's stdin in frames
+(``store.recording.frames``); a frame larger than half the pipe goes into a spool file and
+only its name through the pipe, so a send never waits for the child. The child (``python -m
+store.recording``, at the lowest CPU priority) hands each message to its ``RunWriter``
+(``store.recording.writer``), which builds the Arrow tables and writes the segments and
+run.json.
 
 Why a process and not a thread: the same work on a writer thread cost the training loop
 measurably, through the GIL, while handing the arrays over does not
@@ -78,7 +79,7 @@ class WriterProcess:
             stdout=subprocess.PIPE,
             env=env,
         )
-        # An epoch's arrays go through the pipe when they fit in half of it, so a write
+        # A message's arrays go through the pipe when they fit in half of it, so a write
         # does not wait for the child (Linux lets a pipe grow to 1 MiB unprivileged);
         # larger ones through a spool file.
         fd = self._process.stdin.fileno()

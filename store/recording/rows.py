@@ -1,5 +1,7 @@
-"""The rows a recording writes: per-presentation scores in NumPy and the Arrow tables built
-from what the recorder hands over (``store.recording.messages``), and the run's samples table.
+"""The rows a recording writes: the Arrow tables built from what the recorder hands over
+(``store.recording.messages``): chunks of per-presentation statistics (reduced on the
+training device by ``training.reduce``), per-step values, epoch rows, and the run's samples
+table.
 
 Pure functions of arrays; the writer process (``store.recording.writer``) calls them and
 writes what they return. Column names and types are those of ``store.schema``.
@@ -16,12 +18,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store.recording.messages import EpochBuffers, EpochTotals
+from store.recording.messages import StepBuffers
+from store.schema import PRESENTATIONS
 
-#: Presentation columns computed per epoch (epoch and rank are added).
-PRESENTATION_COLUMNS = (
-    "step", "sample_id", "label", "loss", "p_true", "el2n", "correct", "pred", "margin", "weight", "grand_last",
-)
+#: The columns a chunk of presentations may carry (``epoch`` and ``rank`` are the writer's).
+PRESENTATION_COLUMNS = tuple(name for name in PRESENTATIONS.names if name not in ("epoch", "rank"))
+
+#: Statistics that are null on a sequence with no counted token (``token_count`` 0: every
+#: target ignored or masked), where the per-token means have nothing to average.
+SEQUENCE_STATISTICS = ("loss", "p_true", "el2n", "margin", "correct", "pred", "token_accuracy")
 
 
 @dataclass(frozen=True)
@@ -33,72 +38,42 @@ class PendingTable:
     epoch: int
 
 
-def epoch_scores(logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-    """All per-presentation scores of an epoch at once, in NumPy: loss, p_true, EL2N,
-    correct, pred and margin, the same values as the single-score functions in
-    ``training.scores`` (tested to float32 rounding) for ``logits [N, C]`` and
-    ``targets [N]``.
-
-    It works on one class-major copy ``[C, N]``, so every reduction over classes runs
-    across N contiguous lanes instead of along short rows.
-    """
-    x = np.ascontiguousarray(logits.T, dtype=np.float32)  # [C, N]
-    columns = np.arange(x.shape[1])
-    rows = np.asarray(targets, dtype=np.intp)
-    assigned = x[rows, columns]
-    top = x.max(axis=0)
-    exp = np.exp(x - top)
-    total = exp.sum(axis=0)  # softmax denominator / exp(top), in [1, C]
-    given = exp[rows, columns]
-    exp[rows, columns] = 0.0  # the other classes' unnormalised probabilities
-    # EL2N from the other classes, as ``training.scores.el2n`` explains (no cancellation
-    # near p_y = 1).
-    el2n = np.sqrt(np.einsum("cn,cn->n", exp, exp) + np.square(exp.sum(axis=0))) / total
-    pred = np.asarray(logits).argmax(axis=1)  # row-wise: ties go to the first class, as torch's
-    x[rows, columns] = -np.inf
-    return {
-        "loss": np.log(total) - (assigned - top),
-        "p_true": given / total,
-        "el2n": el2n,
-        "correct": pred == rows,
-        "pred": pred.astype(np.int32),
-        "margin": assigned - x.max(axis=0),
-    }
+def scored(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Which presentations of a chunk have statistics: all, except sequences with no
+    counted token (``token_count`` 0)."""
+    if "token_count" in columns:
+        return np.asarray(columns["token_count"]) > 0
+    return np.ones(len(columns["sample_id"]), dtype=bool)
 
 
-def epoch_totals(scores: dict[str, np.ndarray]) -> EpochTotals:
-    """Loss and correctness of ``epoch_scores`` summed over the presentations (loss in float64)."""
-    return EpochTotals(
-        float(scores["loss"].astype(np.float64).sum()), float(scores["correct"].sum()), float(len(scores["loss"]))
-    )
-
-
-def presentation_columns(buffers: EpochBuffers, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The ``PRESENTATION_COLUMNS`` of an epoch, from its buffers and ``epoch_scores``."""
-    columns = dict(scores)
-    columns["label"] = buffers.targets.astype(np.int32)
-    columns["sample_id"] = buffers.sample_ids
-    n = len(buffers.sample_ids)
-    columns["weight"] = buffers.weights if buffers.weights is not None else np.ones(n, dtype=np.float32)
-    if buffers.feature_sqnorms is not None:
-        # Last-layer GraNd approximation (DESIGN.md): EL2N * sqrt(||h||^2 + 1).
-        columns["grand_last"] = columns["el2n"] * np.sqrt(buffers.feature_sqnorms + 1.0)
-    else:
-        columns["grand_last"] = np.full(n, np.nan, dtype=np.float32)
-    columns["step"] = np.repeat(np.asarray(buffers.batch_steps, dtype=np.int64), buffers.batch_sizes)
-    return columns
-
-
-def presentations_table(columns: dict[str, np.ndarray], epoch: int, rank: int) -> pa.Table:
-    """One segment of the ``presentations`` table: ``presentation_columns`` with epoch and rank."""
+def presentations_table(columns: Mapping[str, np.ndarray], epoch: int, rank: int) -> pa.Table:
+    """One segment of the ``presentations`` table from a chunk's columns
+    (``RecordPresentations``): ``weight`` 1 and ``grand_last`` NaN where not given, the
+    statistics of sequences with no counted token null; absent columns are left to
+    ``store.schema.conform`` (null)."""
     n = len(columns["sample_id"])
-    return pa.table(
-        {
-            "epoch": np.full(n, epoch, dtype=np.int32),
-            **{name: columns[name] for name in PRESENTATION_COLUMNS},
-            "rank": np.full(n, rank, dtype=np.int16),
-        }
-    )
+    keep = scored(columns)
+    data: dict[str, Any] = {"epoch": np.full(n, epoch, dtype=np.int32)}
+    for name in PRESENTATION_COLUMNS:
+        if name in columns:
+            values = np.asarray(columns[name])
+            data[name] = values if keep.all() or name not in SEQUENCE_STATISTICS else pa.array(values, mask=~keep)
+        elif name == "weight":
+            data[name] = np.ones(n, dtype=np.float32)
+        elif name == "grand_last":
+            data[name] = np.full(n, np.nan, dtype=np.float32)
+    data["rank"] = np.full(n, rank, dtype=np.int16)
+    return pa.table(data)
+
+
+def presentation_sums(columns: Mapping[str, np.ndarray]) -> tuple[float, float, float, float]:
+    """A chunk's ``(presentations, loss_sum, correct_sum, count)`` for the epoch's train loss
+    and accuracy: loss summed in float64 over the presentations with statistics (``count``
+    of them; ``scored``), correct over the same ones (0 when there is no ``correct``)."""
+    keep = scored(columns)
+    loss = np.asarray(columns["loss"], dtype=np.float64)[keep]
+    correct = float(np.count_nonzero(np.asarray(columns["correct"])[keep])) if "correct" in columns else 0.0
+    return float(len(keep)), float(loss.sum()), correct, float(len(loss))
 
 
 def per_layer_sq_norms(parameter_norms: np.ndarray, layer_owner: np.ndarray, num_layers: int) -> np.ndarray:
@@ -111,7 +86,7 @@ def per_layer_sq_norms(parameter_norms: np.ndarray, layer_owner: np.ndarray, num
 
 
 def step_tables(
-    buffers: EpochBuffers, epoch: int, layers: Sequence[str], layer_owner: np.ndarray
+    buffers: StepBuffers, epoch: int, layers: Sequence[str], layer_owner: np.ndarray
 ) -> list[PendingTable]:
     """The epoch's ``layer_grad_norms`` rows (when gradient norms were recorded) and its
     ``steps`` rows: loss, global gradient norm and learning rate per step, null where not
@@ -169,15 +144,19 @@ def _at_steps(steps: np.ndarray, value_steps: np.ndarray, values: np.ndarray) ->
 
 
 def epoch_row(
-    epoch: int, split: str, loss_sum: float, correct_sum: int, count: int, rank: int, now: dt.datetime
+    epoch: int, split: str, loss_sum: float, correct_sum: int | None, count: int, rank: int, now: dt.datetime,
+    dataloader_idx: int | None = None,
 ) -> PendingTable:
-    """One row of the ``epochs`` table."""
+    """One row of the ``epochs`` table (``correct_sum`` ``None``: outputs without a notion of
+    correct, so no accuracy; ``dataloader_idx``: which validation dataloader, ``None`` for
+    train rows)."""
     row = pa.table(
         {
             "epoch": [epoch],
             "split": [split],
+            "dataloader_idx": pa.array([dataloader_idx], pa.int16()),
             "loss_sum": [loss_sum],
-            "correct_sum": [correct_sum],
+            "correct_sum": pa.array([correct_sum], pa.int64()),
             "num_samples": [count],
             "rank": [rank],
             "time": pa.array([now], pa.timestamp("us", tz="UTC")),
@@ -186,12 +165,13 @@ def epoch_row(
     return PendingTable("epochs", row, epoch)
 
 
-def val_classes_table(epoch: int, class_sums: np.ndarray) -> PendingTable:
-    """The ``val_classes`` rows of an epoch from its per-label sums ``[2, classes]`` (correct,
-    count), summed over ranks."""
+def val_classes_table(epoch: int, class_sums: np.ndarray, dataloader_idx: int = 0) -> PendingTable:
+    """The ``val_classes`` rows of an epoch and validation dataloader from its per-label sums
+    ``[2, classes]`` (correct, count), summed over ranks."""
     classes = class_sums.shape[1]
     table = pa.table({
         "epoch": np.full(classes, epoch, dtype=np.int32),
+        "dataloader_idx": np.full(classes, dataloader_idx, dtype=np.int16),
         "label": np.arange(classes, dtype=np.int32),
         "correct_sum": class_sums[0].round().astype(np.int64),
         "num_samples": class_sums[1].round().astype(np.int64),

@@ -1,7 +1,8 @@
 """``RunWriter``: the child-process side of recording, one named method per message.
 
-It turns one rank's epochs into rows (``store.recording.rows``) and writes them through
-``store.layout.Store``. Per-presentation rows are written at every epoch end; the small
+It turns one rank's messages into rows (``store.recording.rows``) and writes them through
+``store.layout.Store``. Each chunk of per-presentation statistics is written as its own
+segment as soon as it arrives (readable by any process from then on); the small
 tables (steps, per-layer gradient norms, epoch and validation rows) and run.json's progress
 are queued and written once ``flush_secs`` have passed, or on ``Flush`` (a checkpoint, the
 end of training, an error). ``HANDLERS`` maps each writer message type to its method.
@@ -19,17 +20,15 @@ import pyarrow as pa
 
 from store.errors import StoreError
 from store.layout import Store, utc_now
-from store.recording.messages import Configure, Flush, RecordEpoch, RecordValidation, WriteSegment
-from store.recording.rows import (
-    PendingTable,
-    epoch_row,
-    epoch_scores,
-    epoch_totals,
-    presentation_columns,
-    presentations_table,
-    step_tables,
-    val_classes_table,
+from store.recording.messages import (
+    Configure,
+    Flush,
+    RecordEpoch,
+    RecordPresentations,
+    RecordValidation,
+    WriteSegment,
 )
+from store.recording.rows import PendingTable, epoch_row, presentations_table, step_tables, val_classes_table
 
 
 class RunWriter:
@@ -53,27 +52,23 @@ class RunWriter:
             raise StoreError(f"the recording writer has no handler for {type(message).__name__}")
         handler(self, message)
 
+    def record_presentations(self, message: RecordPresentations) -> None:
+        """A chunk of one rank's presentations, written now as its own segment."""
+        part = f"r{message.rank:02d}-e{message.epoch:06d}-c{message.chunk:05d}"
+        self._write("presentations", presentations_table(message.columns, message.epoch, message.rank), part)
+
     def record_epoch(self, message: RecordEpoch) -> None:
-        """Scores and the presentations segment now; on global rank zero the train row, the
-        steps and gradient norms and the run's progress queued for the next flush."""
-        buffers, epoch = message.buffers, message.epoch
-        scores = message.scores or epoch_scores(buffers.logits, buffers.targets)
-        columns = presentation_columns(buffers, scores)
-        self._write(
-            "presentations", presentations_table(columns, epoch, message.rank), f"r{message.rank:02d}-e{epoch:06d}"
-        )
-        if not message.is_global_zero:
-            return
-        totals = message.totals or epoch_totals(scores)
+        """Rank zero's epoch end: the train row, the steps and gradient norms and the run's
+        progress, queued for the next flush (now when ``flush_secs`` have passed)."""
+        epoch, totals = message.epoch, message.totals
         count = max(totals.count, 1)
-        self._pending.append(
-            epoch_row(epoch, "train", totals.loss_sum, int(totals.correct_sum), int(totals.count), 0, message.time)
-        )
-        self._pending.extend(step_tables(buffers, epoch, self.layers, self.layer_owner))
+        correct_sum = None if totals.correct_sum is None else int(round(totals.correct_sum))
+        self._pending.append(epoch_row(epoch, "train", totals.loss_sum, correct_sum, int(totals.count), 0, message.time))
+        self._pending.extend(step_tables(message.steps, epoch, self.layers, self.layer_owner))
         self._pending_run.update({
             "epochs_done": epoch + 1,
             "final_train_loss": totals.loss_sum / count,
-            "final_train_accuracy": totals.correct_sum / count,
+            "final_train_accuracy": None if totals.correct_sum is None else totals.correct_sum / count,
             "final_val_accuracy": message.val_accuracy,
             "final_val_loss": message.val_loss,
             "best_val_accuracy": message.best_val_accuracy,
@@ -82,12 +77,14 @@ class RunWriter:
             self.flush()
 
     def record_validation(self, message: RecordValidation) -> None:
-        """The validation row and per-label counts, queued for the next flush."""
-        self._pending.append(
-            epoch_row(message.epoch, "val", message.loss_sum, message.correct_sum, message.count, 0, message.time)
-        )
+        """The validation row and per-label counts of one validation dataloader, queued for
+        the next flush."""
+        self._pending.append(epoch_row(
+            message.epoch, "val", message.loss_sum, message.correct_sum, message.count, 0, message.time,
+            dataloader_idx=message.dataloader_idx,
+        ))
         if message.class_sums is not None:
-            self._pending.append(val_classes_table(message.epoch, message.class_sums))
+            self._pending.append(val_classes_table(message.epoch, message.class_sums, message.dataloader_idx))
 
     def write_segment(self, message: WriteSegment) -> None:
         self._write(message.table_name, pa.table(message.columns), message.part)
@@ -134,6 +131,7 @@ class RunWriter:
 
 #: The ``RunWriter`` method that handles each writer message.
 HANDLERS: dict[type, Callable[[RunWriter, Any], None]] = {
+    RecordPresentations: RunWriter.record_presentations,
     RecordEpoch: RunWriter.record_epoch,
     RecordValidation: RunWriter.record_validation,
     WriteSegment: RunWriter.write_segment,

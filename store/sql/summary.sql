@@ -1,10 +1,21 @@
 -- Per-sample summary of one run (DESIGN.md "Definitions").
 -- Views: presentations, samples, grand.  Parameters: $epoch_min, $epoch_max bound the
--- epochs that loss, EL2N and GraNd are averaged over (Data Diet scores "at chosen
--- epochs"); forgetting, cartography and AUM always use every presentation.
+-- epochs that loss, EL2N, GraNd and the token means are averaged over (Data Diet scores
+-- "at chosen epochs"); forgetting, cartography and AUM always use every presentation.
+--
+-- Every output kind (run.json "output_kind") is summarised by this one query:
+--   classification  every column but token_accuracy / token_count;
+--   sequence        one row per sequence: loss, p_true, el2n, margin are token means and
+--                   `correct` is the recorder's per-sequence rule (token accuracy >= the
+--                   run's sequence_correct_threshold), so forgetting and cartography read
+--                   it as they read a class prediction; token_accuracy and token_count are
+--                   the means over presentations;
+--   loss            only loss (and GraNd where scheduled): every score that needs
+--                   `correct`, p_true or the margin is NULL, never 0 or false.
 WITH ordered AS (
     SELECT
         sample_id, epoch, step, loss, p_true, el2n, correct, margin, grand_last,
+        token_accuracy, token_count,
         lag(correct) OVER (PARTITION BY sample_id ORDER BY epoch, step) AS previous_correct
     FROM presentations
 ),
@@ -19,9 +30,13 @@ dynamics AS (
             WHERE epoch BETWEEN $epoch_min AND $epoch_max AND NOT isnan(grand_last)
         ) AS grand_last,
         -- Toneva et al. 2019: correct at presentation t, incorrect at t + 1.
-        count(*) FILTER (WHERE previous_correct AND NOT correct) AS forgetting_events,
+        -- NULL when correctness was not recorded (a per-sample-loss run), not 0.
+        CASE WHEN count(correct) > 0 THEN
+            count(*) FILTER (WHERE previous_correct AND NOT correct)
+        END AS forgetting_events,
         -- NULL when never correct: such a sample is flagged, never given a sentinel count.
         min(epoch) FILTER (WHERE correct) AS first_learned_epoch,
+        -- NULL (neither learned nor never learned) when correctness was not recorded.
         NOT bool_or(correct) AS never_learned,
         -- Swayamdipta et al. 2020 dataset cartography, over epochs.
         avg(p_true) AS confidence,
@@ -29,7 +44,10 @@ dynamics AS (
         avg(correct::DOUBLE) AS correctness,
         -- Pleiss et al. 2020: mean of (logit_y - max other logit).
         avg(margin) AS aum,
-        arg_max(correct, step) AS final_correct
+        arg_max(correct, step) AS final_correct,
+        -- Sequences: mean token accuracy and mean number of tokens that count.
+        avg(token_accuracy) FILTER (WHERE epoch BETWEEN $epoch_min AND $epoch_max) AS token_accuracy,
+        avg(token_count) FILTER (WHERE epoch BETWEEN $epoch_min AND $epoch_max) AS token_count
     FROM ordered
     GROUP BY sample_id
 ),
@@ -56,7 +74,9 @@ SELECT
     d.correctness,
     d.aum,
     d.final_correct,
-    d.presentations
+    d.presentations,
+    d.token_accuracy,
+    d.token_count
 FROM samples AS s
 LEFT JOIN dynamics AS d USING (sample_id)
 LEFT JOIN grand_scores AS g USING (sample_id)

@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from store.errors import StoreError
 from store.layout import Store
-from store.queries import run_summary
+from store.queries import SUMMARY, run_summary
+from store.schema import select_list
 from store.scores import get_score
 
 
@@ -65,7 +66,9 @@ def register_summary(con: duckdb.DuckDBPyConnection, store: Store, run_id: str, 
     """Make ``name`` the run's per-sample summary on this cursor (materialised or live)."""
     materialised = store.run_dir(run_id) / "summary.parquet"
     if materialised.exists():
-        con.register(name, con.read_parquet(str(materialised)))
+        # A summary materialised before a column existed reads it as NULL (store.queries.SUMMARY).
+        relation = con.read_parquet(str(materialised))
+        con.register(name, relation.select(select_list(SUMMARY, relation.columns)))
     else:
         con.register(name, _live_summary(str(store.root), run_id, run_version(store, run_id)))
 

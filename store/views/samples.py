@@ -10,8 +10,10 @@ from store.layout import Store
 from store.scores import get_score
 from store.views.connection import hardness_sql, query_summary
 
-#: Score columns every hardest-samples table carries beside the ranking score.
-TABLE_COLUMNS = ("loss", "el2n", "forgetting_events", "confidence", "aum")
+#: Score columns every hardest-samples table carries beside the ranking score (NULL where
+#: the run's output kind does not record them: token accuracy outside sequences, all but
+#: the loss in a per-sample-loss run).
+TABLE_COLUMNS = ("loss", "el2n", "forgetting_events", "confidence", "aum", "token_accuracy")
 
 
 def hardest_samples(store: Store, run_id: str, score: str, limit: int = 20) -> pd.DataFrame:

@@ -105,3 +105,26 @@ def test_weight_map_figure_draws_one_trace_per_group_with_its_full_size():
     assert figure.layout.yaxis.title.text == "confidence" and list(figure.layout.yaxis.range) == [-0.02, 1.02]
     only_kept = charts.weight_map_figure(points[points["group"] == "kept"], {"kept": 2})
     assert [trace.name for trace in only_kept.data] == ["kept (2)"]
+
+
+def test_figures_of_runs_without_class_labels_or_p_label():
+    points = pd.DataFrame({"sample_id": [1, 2], "label": pd.array([pd.NA, pd.NA], dtype="Int64"),
+                           "original_label": pd.array([pd.NA, pd.NA], dtype="Int64"),
+                           "label_noisy": [False, False], "confidence": [0.4, 0.8],
+                           "variability": [0.1, 0.2], "color_value": [0.5, 1.0]})
+    data_map = charts.data_map_figure(points, "correctness")
+    assert "label %{customdata[1]}" not in data_map.data[0].hovertemplate
+    assert [row[0] for row in data_map.data[0].customdata] == [1, 2]
+    assert data_map.to_json()  # missing labels serialise
+    loss_only = pd.DataFrame({"epoch": [0, 1], "loss": [2.0, 1.0], "p_true": [np.nan, np.nan],
+                              "el2n": [np.nan, np.nan], "correct": pd.array([pd.NA, pd.NA], dtype="boolean"),
+                              "token_accuracy": [np.nan, np.nan]})
+    figure = charts.trajectory_figure(loss_only)
+    assert len(figure.data) == 1 and list(figure.data[0].y) == [2.0, 1.0]
+    sequence = loss_only.assign(p_true=[0.3, 0.6], el2n=[0.9, 0.5], token_accuracy=[0.25, 0.75],
+                                correct=[False, True])
+    panels = [annotation.text for annotation in charts.trajectory_figure(sequence).layout.annotations]
+    assert panels == ["p(given label)", "loss", "EL2N", "token accuracy", "correct"]
+    weights = charts.weight_loss_figure(np.array([0.1, 0.2, 3.0, 4.0, np.nan]), np.array([1, 1, 0, 0.5, 1]))
+    assert [trace.name for trace in weights.data] == ["kept (2)", "down-weighted (1)", "pruned (1)"]
+    assert list(weights.data[2].x) == [3.0]

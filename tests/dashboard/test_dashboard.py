@@ -8,13 +8,11 @@ The store views are tested in ``tests/store/test_views.py``, the figure builders
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -25,9 +23,7 @@ import store as store_api
 from store import Store, cartography_region, rank_hardest
 
 from conftest import SAMPLE_RUNS, sample_run_ids
-
-REPO = Path(__file__).resolve().parents[2]
-APP = str(REPO / "dashboard" / "app.py")
+from tests.dashboard.app_pages import APP, REPO, app_test, figure_titles, figures, metrics, run_clean, texts
 
 
 RUNS = sample_run_ids()
@@ -40,44 +36,6 @@ def fresh_store(tmp_path) -> Store:
     root = tmp_path / "store"
     shutil.copytree(SAMPLE_RUNS, root)
     return Store(root)
-
-
-def app_test(store: Store, page: str | None = None, **params):
-    """An AppTest of the whole app on ``store``, opened on ``page`` with URL ``params``."""
-    from streamlit.testing.v1 import AppTest
-
-    os.environ["TRAINMAP_STORE"] = str(store.root)
-    at = AppTest.from_file(APP, default_timeout=60)
-    if page:
-        at.switch_page(page)
-    for key, value in params.items():
-        at.query_params[key] = value
-    return at
-
-
-def run_clean(at):
-    """Run and assert that no exception (traceback) was shown."""
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def figures(at) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def figure_titles(at) -> list[str]:
-    return [(figure["layout"].get("title") or {}).get("text", "") for figure in figures(at)]
-
-
-def metrics(at) -> dict[str, str]:
-    return {metric.label: metric.value for metric in at.metric}
-
-
-def texts(at) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    parts += [e.value for e in (*at.info, *at.warning, *at.error)]
-    return "\n".join(str(p) for p in parts)
 
 
 # -- the dashboard never imports torch ------------------------------------------------

@@ -135,3 +135,9 @@ def test_curriculum_preview_and_outcome_tables(root):
     assert set(fate["group"]) == {"kept", "pruned"}
     accuracy = data.class_accuracy(root, rerun_id, versions[rerun_id])
     assert set(accuracy.columns) >= {"epoch", "label", "accuracy"}
+
+
+def test_sample_region_is_none_without_a_confidence():
+    assert data.sample_region(None, None) is None
+    assert data.sample_region(float("nan"), 0.1) is None
+    assert data.output_kind({"output_kind": "sequence"}) == "sequence" and data.output_kind({}) == "classification"

@@ -56,3 +56,25 @@ def test_compare_and_outcome_tables():
     outcome = formatting.outcome_table(infos, {"r1": "parent · p", "r2": "rerun · c"})
     assert outcome.columns.tolist() == ["run", "best val acc", "final val acc", "final val loss", "epochs"]
     assert outcome.iloc[0].tolist() == ["parent · p", 0.8, 0.79, 0.6, 20]
+
+
+def test_what_correct_means_per_output_kind():
+    assert formatting.correct_definition("sequence", 0.5) == \
+        "A sequence counts as correct when its token accuracy ≥ 0.5."
+    assert formatting.correct_definition("sequence", 1.0).endswith("token accuracy ≥ 1.")
+    assert "not written in this run's run.json" in formatting.correct_definition("sequence", None)
+    assert "not defined" in formatting.correct_definition("loss")
+    assert formatting.correct_definition("classification") == \
+        "A sample counts as correct when its highest logit is the one of its given label."
+
+
+def test_messages_for_runs_without_p_label():
+    sentence = formatting.data_map_unavailable("loss")
+    assert sentence.startswith("The data map is not available for this run: ")
+    assert "per_sample_loss" in sentence and sentence.count(".") == 1  # one sentence
+    assert formatting.data_map_unavailable("classification") == "No sample has been presented yet."
+    assert formatting.unrecorded_scores_note("classification", ["aum"]) == ""
+    assert formatting.unrecorded_scores_note("loss", []) == ""
+    assert formatting.unrecorded_scores_note("loss", ["aum", "forgetting_events"]).startswith(
+        "Not available for this run (aum, forgetting events): ")
+    assert formatting.kind_label("loss") == "per-sample loss only"

@@ -15,12 +15,13 @@ from store.recording.frames import encode, frame_size, read_frame, write_frame
 from store.recording.messages import (
     Close,
     Configure,
-    EpochBuffers,
     EpochTotals,
     Flush,
     RecordEpoch,
+    RecordPresentations,
     RecordValidation,
     SpoolFile,
+    StepBuffers,
     Sync,
     WriteSegment,
 )
@@ -28,31 +29,35 @@ from store.recording.messages import (
 NOW = dt.datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
 
 
-def buffers(n: int = 12) -> EpochBuffers:
+def chunk(n: int = 12) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return EpochBuffers(
-        logits=rng.normal(size=(n, 3)).astype(np.float32),
-        targets=rng.integers(0, 3, n),
-        sample_ids=np.arange(n) * 7,
-        batch_steps=[5, 6, 7],
-        batch_sizes=[4, 4, 4],
+    return {
+        "step": np.repeat(np.array([5, 6, 7]), n // 3),
+        "sample_id": np.arange(n) * 7,
+        "label": rng.integers(0, 3, n).astype(np.int32),
+        "loss": rng.random(n).astype(np.float32),
+        "correct": rng.random(n) > 0.5,
+        "weight": np.linspace(0.5, 1.5, n, dtype=np.float32),
+    }
+
+
+def steps() -> StepBuffers:
+    return StepBuffers(
         step_numbers=[5, 6, 7],
         step_losses=np.array([1.5, 1.25, 1.0], dtype=np.float32),
         grad_norm_steps=[5],
         parameter_norms=np.array([[0.5, 2.0]]),
         lr_steps=[5, 6, 7],
         lrs=[0.1, 0.2, 0.3],
-        weights=np.linspace(0.5, 1.5, n, dtype=np.float32),
-        feature_sqnorms=None,
     )
 
 
 #: One instance of every message class, with values in every field.
 EXAMPLES = [
     Configure(store_path="/tmp/s", run_id="r1", layers=("fc1", "fc2"), layer_owner=np.array([0, 0, 1]), flush_secs=1.5),
+    RecordPresentations(epoch=3, rank=1, chunk=2, columns=chunk()),
     RecordEpoch(
-        epoch=3, rank=1, is_global_zero=False, buffers=buffers(), time=NOW,
-        scores={"loss": np.array([0.25, 0.5])}, totals=EpochTotals(10.5, 7.0, 12.0),
+        epoch=3, steps=steps(), totals=EpochTotals(10.5, 7.0, 12.0), time=NOW,
         val_loss=0.75, val_accuracy=0.625, best_val_accuracy=0.75,
     ),
     RecordValidation(
@@ -97,7 +102,7 @@ def test_the_examples_cover_every_message_class():
         value for value in vars(messages).values()
         if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == messages.__name__
     }
-    assert classes - {EpochBuffers, EpochTotals} == {type(message) for message in EXAMPLES}
+    assert classes - {StepBuffers, EpochTotals} == {type(message) for message in EXAMPLES}
 
 
 @pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)
@@ -113,28 +118,35 @@ def test_messages_are_frozen(message):
             setattr(message, field.name, None)
 
 
-def test_an_epochs_arrays_travel_out_of_band_and_come_back_writable():
+def test_a_chunks_arrays_travel_out_of_band_and_come_back_writable():
     message = EXAMPLES[1]
     parts = encode(message)
-    arrays = [message.buffers.logits, message.buffers.targets, message.buffers.sample_ids, message.buffers.step_losses,
-              message.buffers.parameter_norms, message.buffers.weights, message.scores["loss"]]
+    arrays = list(message.columns.values())
     assert len(parts) == 2 + len(arrays)  # header, pickle, one raw part per array
     assert sorted(memoryview(part).nbytes for part in parts[2:]) == sorted(a.nbytes for a in arrays)
     assert frame_size(parts) == sum(memoryview(part).nbytes for part in parts)
     got = round_trip(message)
-    got.buffers.logits[0, 0] = 42.0  # the child may compute in place
-    assert got.buffers.logits[0, 0] == 42.0
+    got.columns["loss"][0] = 42.0  # the child may compute in place
+    assert got.columns["loss"][0] == 42.0
 
 
-def test_the_pickle_of_an_epoch_stays_small():
+def test_an_epochs_step_arrays_travel_out_of_band():
+    message = EXAMPLES[2]
+    parts = encode(message)
+    assert sorted(memoryview(part).nbytes for part in parts[2:]) == sorted(
+        [message.steps.step_losses.nbytes, message.steps.parameter_norms.nbytes]
+    )
+
+
+def test_the_pickle_of_a_chunk_stays_small():
     # The arrays' bytes go straight from their memory; the pickle holds only the structure,
     # whatever the number of presentations.
-    small, large = encode(EXAMPLES[1])[1], encode(dataclasses.replace(EXAMPLES[1], buffers=buffers(4000)))[1]
-    assert len(small) < 2048 and abs(len(large) - len(small)) < 16  # shapes take a few bytes more
+    small, large = encode(EXAMPLES[1])[1], encode(dataclasses.replace(EXAMPLES[1], columns=chunk(3000)))[1]
+    assert len(small) < 2048 and abs(len(large) - len(small)) < 32  # shapes take a few bytes more
 
 
 def test_a_truncated_frame_is_the_end_of_the_stream():
-    data = b"".join(bytes(part) for part in encode(EXAMPLES[2]))
+    data = b"".join(bytes(part) for part in encode(EXAMPLES[3]))
     with pytest.raises(EOFError):
         read_frame(io.BytesIO(data[:-1]))
     with pytest.raises(EOFError):

@@ -1,4 +1,4 @@
-"""The rows of a recorded epoch (store.recording.rows), on hand-computed cases."""
+"""The rows a recording writes (store.recording.rows), on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -9,58 +9,89 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from store.recording.messages import EpochBuffers, EpochTotals
+from store.recording.messages import StepBuffers
 from store.recording.rows import (
     PRESENTATION_COLUMNS,
     epoch_row,
-    epoch_scores,
-    epoch_totals,
     per_layer_sq_norms,
-    presentation_columns,
+    presentation_sums,
     presentations_table,
     samples_table,
     step_tables,
     val_classes_table,
 )
+from store.schema import PRESENTATIONS, conform
 
 
-def buffers(**fields) -> EpochBuffers:
+def buffers(**fields) -> StepBuffers:
     values = dict(
-        logits=np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]], dtype=np.float32)),
-        targets=np.array([0, 1]), sample_ids=np.array([7, 3]), batch_steps=[4], batch_sizes=[2],
         step_numbers=[4, 5, 6], step_losses=np.array([1.0, 0.5, 0.25], dtype=np.float32),
         grad_norm_steps=[], parameter_norms=None, lr_steps=[4, 6], lrs=[0.1, 0.3],
-        weights=None, feature_sqnorms=None,
     )
     values.update(fields)
-    return EpochBuffers(**values)
+    return StepBuffers(**values)
 
 
-def test_presentation_columns_default_weight_one_and_no_grand_last():
-    epoch = buffers()
-    columns = presentation_columns(epoch, epoch_scores(epoch.logits, epoch.targets))
-    assert set(PRESENTATION_COLUMNS) <= set(columns)
-    np.testing.assert_allclose(columns["p_true"], [0.5, 0.1], rtol=1e-6)
-    assert columns["weight"].tolist() == [1.0, 1.0] and columns["weight"].dtype == np.float32
-    assert np.isnan(columns["grand_last"]).all() and columns["grand_last"].dtype == np.float32
-    assert columns["label"].dtype == np.int32 and columns["step"].tolist() == [4, 4]
+def classification_chunk() -> dict[str, np.ndarray]:
+    return {
+        "step": np.array([4, 4, 5]), "sample_id": np.array([7, 3, 9]), "label": np.array([0, 1, 1], np.int32),
+        "loss": np.array([0.5, 2.0, 1.0], np.float32), "p_true": np.array([0.6, 0.1, 0.4], np.float32),
+        "el2n": np.array([0.5, 1.2, 0.8], np.float32), "correct": np.array([True, False, True]),
+        "pred": np.array([0, 2, 1], np.int32), "margin": np.array([1.0, -2.0, 0.5], np.float32),
+    }
+
+
+def test_a_classification_chunk_is_written_as_given_with_weight_one_and_no_grand_last():
+    columns = classification_chunk()
     table = presentations_table(columns, epoch=2, rank=1)
-    assert table.column_names == ["epoch", *PRESENTATION_COLUMNS, "rank"]
-    assert table.column("epoch").to_pylist() == [2, 2] and table.schema.field("rank").type == pa.int16()
+    assert table.column_names[0] == "epoch" and table.column_names[-1] == "rank"
+    assert set(table.column_names) <= set(PRESENTATIONS.names)
+    for name, values in columns.items():
+        assert table.column(name).to_pylist() == values.tolist(), name
+    assert table.column("epoch").to_pylist() == [2] * 3 and table.column("rank").to_pylist() == [1] * 3
+    assert table.column("weight").to_pylist() == [1.0] * 3 and table.schema.field("weight").type == pa.float32()
+    assert np.isnan(table.column("grand_last").to_numpy()).all()  # NaN, as before: not recorded
+    written = conform(table, PRESENTATIONS)  # what Store.write_segment writes
+    assert written.column("token_count").null_count == 3 and written.column("token_accuracy").null_count == 3
+    assert written.schema == PRESENTATIONS
+    assert PRESENTATION_COLUMNS == tuple(name for name in PRESENTATIONS.names if name not in ("epoch", "rank"))
 
 
-def test_grand_last_is_el2n_times_the_feature_norm():
-    # Last-layer GraNd approximation: EL2N * sqrt(||h||^2 + 1)
-    epoch = buffers(feature_sqnorms=np.array([3.0, 8.0], dtype=np.float32), weights=np.array([2.0, 0.5], np.float32))
-    columns = presentation_columns(epoch, epoch_scores(epoch.logits, epoch.targets))
-    np.testing.assert_allclose(columns["grand_last"], columns["el2n"] * np.array([2.0, 3.0]), rtol=1e-6)
-    assert columns["weight"].tolist() == [2.0, 0.5]
+def test_a_per_sample_loss_chunk_has_null_classification_columns():
+    columns = {"step": np.array([0, 0]), "sample_id": np.array([1, 2]), "loss": np.array([0.25, 4.0], np.float32),
+               "weight": np.array([2.0, 0.5], np.float32)}
+    written = conform(presentations_table(columns, epoch=0, rank=0), PRESENTATIONS)
+    for name in ("label", "p_true", "el2n", "correct", "pred", "margin", "token_count", "token_accuracy"):
+        assert written.column(name).null_count == 2, name
+    assert written.column("loss").to_pylist() == [0.25, 4.0] and written.column("weight").to_pylist() == [2.0, 0.5]
 
 
-def test_epoch_totals_sum_loss_in_float64_and_count_correct():
-    epoch = buffers()
-    totals = epoch_totals(epoch_scores(epoch.logits, epoch.targets))
-    assert totals == EpochTotals(pytest.approx(-np.log(0.5) - np.log(0.1)), 1.0, 2.0)
+def test_a_sequence_with_no_counted_token_has_null_statistics():
+    nan = np.nan
+    columns = {
+        "step": np.array([1, 1, 1]), "sample_id": np.array([5, 6, 7]),
+        "loss": np.array([0.5, nan, 1.5], np.float32), "p_true": np.array([0.7, nan, 0.3], np.float32),
+        "el2n": np.array([0.4, nan, 0.9], np.float32), "margin": np.array([1.0, nan, -1.0], np.float32),
+        "correct": np.array([True, False, False]), "token_count": np.array([3, 0, 2], np.int32),
+        "token_accuracy": np.array([1.0, nan, 0.0], np.float32),
+    }
+    table = presentations_table(columns, epoch=0, rank=0)
+    for name in ("loss", "p_true", "el2n", "margin", "correct", "token_accuracy"):
+        values = table.column(name).to_pylist()
+        assert values[1] is None and values[0] is not None and values[2] is not None, name
+    assert table.column("correct").to_pylist() == [True, None, False]
+    assert table.column("token_count").to_pylist() == [3, 0, 2]  # the count itself is known: 0
+
+
+def test_presentation_sums_count_the_presentations_with_statistics():
+    assert presentation_sums(classification_chunk()) == (3.0, pytest.approx(3.5), 2.0, 3.0)
+    sequence = {"sample_id": np.array([1, 2, 3]), "loss": np.array([0.5, np.nan, 1.0], np.float32),
+                "correct": np.array([True, False, True]), "token_count": np.array([2, 0, 4], np.int32)}
+    assert presentation_sums(sequence) == (3.0, 1.5, 2.0, 2.0)  # the empty sequence has no loss
+    loss_only = {"sample_id": np.array([1, 2]), "loss": np.array([0.25, 0.5], np.float32)}
+    assert presentation_sums(loss_only) == (2.0, 0.75, 0.0, 2.0)
+    diverged = {"sample_id": np.array([1]), "loss": np.array([np.nan], np.float32)}
+    assert np.isnan(presentation_sums(diverged)[1])  # a NaN loss is not hidden
 
 
 def test_per_layer_norms_sum_the_squares_of_their_parameters():
@@ -86,6 +117,7 @@ def test_gradient_norms_go_to_the_step_that_made_them():
 
 def test_epoch_and_val_classes_rows():
     now = dt.datetime(2026, 11, 26, 12, 0, 0, 5, tzinfo=dt.timezone.utc)
+    assert epoch_row(3, "train", 2.5, None, 5, 0, now).table.column("correct_sum").to_pylist() == [None]
     row = epoch_row(3, "val", 2.5, 4, 5, 0, now)
     assert (row.table_name, row.epoch) == ("epochs", 3)
     assert row.table.to_pylist() == [

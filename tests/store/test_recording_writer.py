@@ -3,10 +3,10 @@ method, and what each method writes and when."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -15,11 +15,13 @@ from store.queries import epoch_metrics
 from store.recording.messages import (
     Close,
     Configure,
-    EpochBuffers,
+    EpochTotals,
     Flush,
     RecordEpoch,
+    RecordPresentations,
     RecordValidation,
     SpoolFile,
+    StepBuffers,
     Sync,
     WriteSegment,
 )
@@ -37,16 +39,22 @@ def writer_for(tmp_path, flush_secs: float = 3600) -> RunWriter:
     ))
 
 
+def chunk(epoch: int = 0, chunk: int = 0, rank: int = 0) -> RecordPresentations:
+    return RecordPresentations(epoch=epoch, rank=rank, chunk=chunk, columns={
+        "step": np.array([2 * epoch, 2 * epoch, 2 * epoch + 1, 2 * epoch + 1]), "sample_id": np.array([10, 11, 12, 13]),
+        "label": np.array([0, 0, 1, 1], np.int32), "loss": np.array([0.1, 1.3, 1.3, 0.05], np.float32),
+        "correct": np.array([True, False, False, True]),
+    })
+
+
 def epoch(epoch: int = 0, **fields) -> RecordEpoch:
-    logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]], dtype=np.float32)
-    buffers = EpochBuffers(
-        logits=logits, targets=np.array([0, 0, 1, 1]), sample_ids=np.array([10, 11, 12, 13]),
-        batch_steps=[2 * epoch, 2 * epoch + 1], batch_sizes=[2, 2], step_numbers=[2 * epoch, 2 * epoch + 1],
-        step_losses=np.array([0.5, 0.25], dtype=np.float32), grad_norm_steps=[2 * epoch],
-        parameter_norms=np.array([[3.0, 4.0, 12.0]]), lr_steps=[2 * epoch, 2 * epoch + 1], lrs=[0.1, 0.05],
-        weights=None, feature_sqnorms=None,
+    steps = StepBuffers(
+        step_numbers=[2 * epoch, 2 * epoch + 1], step_losses=np.array([0.5, 0.25], dtype=np.float32),
+        grad_norm_steps=[2 * epoch], parameter_norms=np.array([[3.0, 4.0, 12.0]]),
+        lr_steps=[2 * epoch, 2 * epoch + 1], lrs=[0.1, 0.05],
     )
-    return RecordEpoch(**{"epoch": epoch, "rank": 0, "is_global_zero": True, "buffers": buffers, "time": NOW, **fields})
+    values = {"epoch": epoch, "steps": steps, "totals": EpochTotals(2.75, 2.0, 4.0), "time": NOW, **fields}
+    return RecordEpoch(**values)
 
 
 def parts(writer: RunWriter, table: str) -> list[str]:
@@ -55,6 +63,7 @@ def parts(writer: RunWriter, table: str) -> list[str]:
 
 def test_each_writer_message_has_its_named_method_and_control_messages_none():
     assert {cls: method.__name__ for cls, method in HANDLERS.items()} == {
+        RecordPresentations: "record_presentations",
         RecordEpoch: "record_epoch",
         RecordValidation: "record_validation",
         WriteSegment: "write_segment",
@@ -69,10 +78,11 @@ def test_handle_runs_the_method_of_the_messages_type(tmp_path, monkeypatch):
     called = []
     for cls, method in HANDLERS.items():
         monkeypatch.setitem(HANDLERS, cls, lambda self, message, name=method.__name__: called.append((name, message)))
-    examples = [epoch(), RecordValidation(0, NOW, 1.0, 1, 2), WriteSegment("grand", "p", {}), Flush()]
+    examples = [chunk(), epoch(), RecordValidation(0, NOW, 1.0, 1, 2), WriteSegment("grand", "p", {}), Flush()]
     for message in examples:
         writer.handle(message)
-    assert called == list(zip(["record_epoch", "record_validation", "write_segment", "flush"], examples))
+    names = ["record_presentations", "record_epoch", "record_validation", "write_segment", "flush"]
+    assert called == list(zip(names, examples))
 
 
 def test_a_message_without_a_handler_is_an_error(tmp_path):
@@ -80,18 +90,30 @@ def test_a_message_without_a_handler_is_an_error(tmp_path):
         writer_for(tmp_path).handle(Sync())
 
 
-def test_an_epoch_writes_its_presentations_now_and_queues_the_small_tables(tmp_path):
+def test_each_chunk_is_written_at_once_as_its_own_segment(tmp_path):
+    writer = writer_for(tmp_path, flush_secs=3600)
+    writer.handle(chunk(0, 0))
+    assert parts(writer, "presentations") == ["part-r00-e000000-c00000.parquet"]
+    writer.handle(chunk(0, 1, rank=1))
+    writer.handle(chunk(1, 0))
+    assert parts(writer, "presentations") == [
+        "part-r00-e000000-c00000.parquet", "part-r00-e000001-c00000.parquet", "part-r01-e000000-c00001.parquet",
+    ]
+    table = pq.read_table(writer.store.run_dir(writer.run_id) / "presentations" / "part-r01-e000000-c00001.parquet")
+    assert table.column("sample_id").to_pylist() == [10, 11, 12, 13]
+    assert table.column("step").to_pylist() == [0, 0, 1, 1] and table.column("rank").to_pylist() == [1] * 4
+    assert table.column("correct").to_pylist() == [True, False, False, True]
+    assert table.column("weight").to_pylist() == [1.0] * 4
+    assert table.column("p_true").null_count == 4  # not in the chunk: null
+    assert parts(writer, "steps") == []  # presentations do not wait for a flush
+
+
+def test_an_epoch_queues_the_small_tables_until_a_flush(tmp_path):
     writer = writer_for(tmp_path, flush_secs=3600)
     writer.handle(epoch(0, val_loss=0.5, val_accuracy=0.75, best_val_accuracy=0.75))
     class_sums = np.array([[1.0, 2.0], [2.0, 2.0]])
     writer.handle(RecordValidation(0, NOW, loss_sum=1.5, correct_sum=3, count=4, class_sums=class_sums))
-    assert parts(writer, "presentations") == ["part-r00-e000000.parquet"]
     assert parts(writer, "steps") == [] and writer.store.run_info(writer.run_id)["epochs_done"] == 0
-    presentations = pq.read_table(writer.store.run_dir(writer.run_id) / "presentations" / "part-r00-e000000.parquet")
-    assert presentations.column("sample_id").to_pylist() == [10, 11, 12, 13]
-    assert presentations.column("step").to_pylist() == [0, 0, 1, 1]
-    assert presentations.column("correct").to_pylist() == [True, False, False, True]
-    assert presentations.column("weight").to_pylist() == [1.0] * 4
 
     writer.handle(Flush())
     name = "part-e000000-e000000-f00000.parquet"
@@ -105,12 +127,22 @@ def test_an_epoch_writes_its_presentations_now_and_queues_the_small_tables(tmp_p
     classes = pq.read_table(run_dir / "val_classes" / name).to_pydict()
     assert classes["correct_sum"] == [1, 2] and classes["num_samples"] == [2, 2]
     metrics = epoch_metrics(writer.store, writer.run_id)
-    assert metrics.loc[0, "train_accuracy"] == 0.5 and metrics.loc[0, "val_loss"] == pytest.approx(1.5 / 4)
+    assert metrics.loc[0, "train_accuracy"] == 0.5 and metrics.loc[0, "train_loss"] == pytest.approx(2.75 / 4)
+    assert metrics.loc[0, "val_loss"] == pytest.approx(1.5 / 4)
     info = writer.store.run_info(writer.run_id)
-    progress = ("epochs_done", "final_train_accuracy", "final_val_accuracy", "best_val_accuracy")
-    assert [info[key] for key in progress] == [1, 0.5, 0.75, 0.75]
+    progress = ("epochs_done", "final_train_loss", "final_train_accuracy", "final_val_accuracy", "best_val_accuracy")
+    assert [info[key] for key in progress] == [1, 2.75 / 4, 0.5, 0.75, 0.75]
     writer.handle(Flush())  # nothing queued: no new files
     assert parts(writer, "steps") == [name]
+
+
+def test_an_epoch_without_a_notion_of_correct_has_no_train_accuracy(tmp_path):
+    writer = writer_for(tmp_path, flush_secs=0)
+    writer.handle(epoch(0, totals=EpochTotals(loss_sum=8.0, correct_sum=None, count=8.0)))
+    info = writer.store.run_info(writer.run_id)
+    assert (info["final_train_loss"], info["final_train_accuracy"]) == (1.0, None)
+    metrics = epoch_metrics(writer.store, writer.run_id)
+    assert metrics.loc[0, "train_loss"] == 1.0 and pd.isna(metrics.loc[0, "train_accuracy"])
 
 
 def test_with_flush_secs_zero_every_epoch_writes_its_small_tables(tmp_path):
@@ -119,23 +151,6 @@ def test_with_flush_secs_zero_every_epoch_writes_its_small_tables(tmp_path):
     writer.handle(epoch(1))
     assert parts(writer, "steps") == ["part-e000000-e000000-f00000.parquet", "part-e000001-e000001-f00001.parquet"]
     assert writer.store.run_info(writer.run_id)["epochs_done"] == 2
-
-
-def test_only_global_rank_zero_writes_the_small_tables(tmp_path):
-    writer = writer_for(tmp_path, flush_secs=0)
-    writer.handle(epoch(0, rank=1, is_global_zero=False))
-    assert parts(writer, "presentations") == ["part-r01-e000000.parquet"]
-    writer.handle(Flush())
-    assert parts(writer, "steps") == [] and writer.store.run_info(writer.run_id)["epochs_done"] == 0
-
-
-def test_totals_over_ranks_replace_this_ranks_own(tmp_path):
-    from store.recording.messages import EpochTotals
-
-    writer = writer_for(tmp_path, flush_secs=0)
-    writer.handle(epoch(0, totals=EpochTotals(loss_sum=8.0, correct_sum=6.0, count=8.0)))
-    info = writer.store.run_info(writer.run_id)
-    assert (info["final_train_loss"], info["final_train_accuracy"]) == (1.0, 0.75)
 
 
 def test_write_segment_writes_its_columns_at_once(tmp_path):
@@ -162,15 +177,3 @@ def test_a_run_abandoned_by_its_process_is_marked_failed(tmp_path, status, pid, 
             "the training process (pid 4242) ended without finishing the run (killed, or out of memory?); "
             "the 1 epoch(s) it recorded are kept"
         )
-
-
-def test_record_epoch_accepts_scores_computed_in_the_training_process(tmp_path):
-    from store.recording.rows import epoch_scores
-
-    message = epoch(0)
-    scores = epoch_scores(message.buffers.logits, message.buffers.targets)
-    scores["loss"] = np.full(4, 7.0, dtype=np.float32)  # marked, to see which ones are written
-    writer = writer_for(tmp_path)
-    writer.handle(dataclasses.replace(message, scores=scores))
-    table = pq.read_table(writer.store.run_dir(writer.run_id) / "presentations" / "part-r00-e000000.parquet")
-    assert table.column("loss").to_pylist() == [7.0] * 4

@@ -226,3 +226,86 @@ def test_last_epoch_class_accuracy_takes_each_runs_last_epoch():
     assert table.columns.tolist() == ["label", "parent", "rerun"]
     assert table["parent"].tolist() == [0.8, 0.9] and table["rerun"].tolist() == [0.5, 0.6]
     assert views.last_epoch_class_accuracy({"old": parent.iloc[:0]}) is None
+
+
+# -- runs of the other output kinds: per-sample losses, sequences ----------------------
+
+
+@pytest.fixture
+def loss_runs(store) -> tuple[Store, str, str, np.ndarray, np.ndarray]:
+    from conftest import write_loss_run
+
+    rng = np.random.default_rng(7)
+    loss_a, loss_b = rng.gamma(2.0, 0.5, size=(30, 4)), rng.gamma(2.0, 0.5, size=(30, 4))
+    return (store, write_loss_run(store, loss_a, finish=True), write_loss_run(store, loss_b),
+            loss_a.astype(np.float32).mean(1), loss_b.astype(np.float32).mean(1))
+
+
+def test_views_of_a_loss_only_run_offer_loss_alone(loss_runs):
+    store, run_a, run_b, mean_a, mean_b = loss_runs
+    overview = views.summary_overview(store, run_a)
+    assert overview["recorded_scores"] == views.recorded_scores(store, run_a) == ["loss"]
+    assert overview["samples"] == 30 and (overview["sample_id_min"], overview["sample_id_max"]) == (0, 29)
+    loss = views.score_histogram(store, run_a, "loss")
+    assert loss.missing == 0 and loss.bins["samples"].sum() == 30 and loss.bins["flipped"].sum() == 0
+    assert np.isclose(loss.bins["bin_start"].iloc[0], mean_a.min(), rtol=1e-6)
+    unrecorded = views.score_histograms(store, run_a, ["aum", "forgetting_events"])
+    assert all(h.bins.empty and h.missing == 30 for h in unrecorded.values())
+    assert views.forgetting_counts(store, run_a).empty  # no "0 events" for a run that cannot forget
+    assert views.region_counts(store, run_a)["samples"].tolist() == [0, 0, 0]
+    assert views.data_map(store, run_a, "loss").total == 0
+    hardest = views.hardest_samples(store, run_b, "loss", 5)
+    assert hardest["sample_id"].tolist() == np.argsort(-mean_b, kind="stable")[:5].tolist()
+    record = views.sample_record(store, run_a, 3)
+    assert record["loss"] == pytest.approx(mean_a[3], rel=1e-6)
+    assert pd.isna(record["never_learned"]) and pd.isna(record["forgetting_events"]) and pd.isna(record["label"])
+
+
+def test_two_loss_only_runs_agree_on_loss_like_scipy(loss_runs):
+    store, run_a, run_b, mean_a, mean_b = loss_runs
+    agreement = views.score_agreement(store, run_a, run_b, "loss", 0.2)
+    assert agreement.common_samples == 30 and agreement.top_k == 6
+    assert agreement.spearman == pytest.approx(spearmanr(mean_a, mean_b).statistic, abs=1e-9)
+    top_a, top_b = set(np.argsort(-mean_a)[:6]), set(np.argsort(-mean_b)[:6])
+    assert agreement.top_k_overlap == pytest.approx(len(top_a & top_b) / 6)
+
+
+def test_views_of_a_sequence_run(store):
+    from conftest import write_sequence_run
+
+    rng = np.random.default_rng(8)
+    accuracy = rng.uniform(0, 1, size=(25, 5))
+    run_id = write_sequence_run(store, accuracy, rng.integers(1, 30, 25), rng.uniform(0, 3, (25, 5)),
+                                rng.uniform(0, 1, (25, 5)), rng.normal(size=(25, 5)), threshold=0.5)
+    summary = store_api.run_summary(store, run_id)
+    assert "token_accuracy" in views.recorded_scores(store, run_id)
+    hardest = views.hardest_samples(store, run_id, "token_accuracy", 25)
+    assert hardest["sample_id"].tolist() == rank_hardest(summary, "token_accuracy")["sample_id"].tolist()
+    assert hardest["token_accuracy"].is_monotonic_increasing  # lower token accuracy = harder
+    counts = views.forgetting_counts(store, run_id).set_index("forgetting_events")
+    assert counts["samples"].sum() == 25
+    learned = summary[~summary["never_learned"].astype(bool)]
+    assert counts.loc["0", "samples"] == (learned["forgetting_events"] == 0).sum()
+    expected = cartography_region(summary["confidence"], summary["variability"]).value_counts()
+    regions = views.region_counts(store, run_id).set_index("region")
+    assert [regions.loc[r, "samples"] for r in REGIONS] == [expected.get(r, 0) for r in REGIONS]
+
+
+def test_summaries_materialised_before_schema_3_read_the_sequence_columns_as_null(sample_store, noisy_summary):
+    import pyarrow.parquet as pq
+
+    materialised = pq.read_schema(sample_store.run_dir(NOISY) / "summary.parquet")
+    assert "token_accuracy" not in materialised.names  # written before the column existed
+    assert noisy_summary["token_accuracy"].isna().all() and noisy_summary["token_count"].isna().all()
+    assert "token_accuracy" in views.sample_record(sample_store, NOISY, 5)
+    assert "token_accuracy" not in views.recorded_scores(sample_store, NOISY)
+
+
+def test_cartography_region_leaves_unrecorded_samples_out():
+    region = cartography_region(pd.Series([0.9, np.nan, 0.1]), pd.Series([0.05, np.nan, 0.05]))
+    assert region.iloc[0] == "easy-to-learn" and pd.isna(region.iloc[1]) and region.iloc[2] == "hard-to-learn"
+    loss_only = pd.DataFrame({"sample_id": [1, 2], "label": [pd.NA, pd.NA], "label_noisy": [False, False],
+                              "confidence": [np.nan, np.nan], "variability": [np.nan, np.nan]})
+    preview = views.curriculum_preview(loss_only, np.array([1.0, 0.0]))
+    assert preview.kept_per_region["samples"].tolist() == [0, 0, 0]  # not "hard-to-learn"
+    assert preview.kept_per_class.empty

@@ -178,7 +178,8 @@ def test_store_path_that_is_a_file_is_rejected(tmp_path):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_record_each_sample_once(tmp_path):
     dataset = tiny_data()
-    recorder = DynamicsRecorder(str(tmp_path / "store"), task="tiny")
+    # chunks of 7 presentations: each rank (26 presentations an epoch) writes 4 segments an epoch
+    recorder = DynamicsRecorder(str(tmp_path / "store"), task="tiny", chunk_rows=7)
     train_loader, val_loader = loaders(dataset)
     ddp = L.Trainer(
         max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn", callbacks=[recorder],
@@ -199,6 +200,10 @@ def test_ddp_two_cpu_processes_record_each_sample_once(tmp_path):
     assert set(raw["rank"]) == {0, 1}
     metrics = epoch_metrics(store, run_id)
     assert metrics["epoch"].tolist() == [0, 1]
+    # the train totals are summed over both ranks (26 presentations each, one a padding duplicate)
+    epochs = pd.read_parquet(store.run_dir(run_id) / "epochs.parquet")
+    assert epochs.loc[epochs["split"] == "train", "num_samples"].tolist() == [52, 52]
+    assert store.run_info(run_id)["output_kind"] == "classification"
     table = runs_table(store)
     assert table.loc[0, "epochs_done"] == 2
 

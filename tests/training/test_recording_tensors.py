@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from training.recording_tensors import detached, owning_layers, parameter_grad_norms, step_logits, validation_sums
-
-
-def test_step_logits_needs_a_dict_with_logits():
-    logits = torch.zeros(2, 3)
-    assert step_logits({"loss": torch.tensor(1.0), "logits": logits}) is logits
-    for outputs in (torch.tensor(1.0), {"loss": torch.tensor(1.0)}, None):
-        with pytest.raises(ValueError, match="training_step must return a dict with 'loss' and 'logits'"):
-            step_logits(outputs)
+from training.recording_tensors import detached, owning_layers, parameter_grad_norms, to_host, validation_sums
 
 
 def test_detached_copies_nothing_without_a_graph():
@@ -49,3 +42,23 @@ def test_validation_sums_of_a_batch():
     assert totals[0].item() == pytest.approx(-math.log(0.5) - math.log(0.2) - math.log(0.7), rel=1e-6)
     assert totals[1:].tolist() == [2.0, 3.0]
     assert per_class.tolist() == [[2.0, 0.0, 0.0], [2.0, 0.0, 1.0]]  # correct, count per label
+
+
+def test_to_host_copies_every_column_with_its_dtype_in_one_copy(monkeypatch):
+    columns = {
+        "correct": torch.tensor([True, False, True]),
+        "loss": torch.tensor([0.5, float("nan"), 2.25]),
+        "sample_id": torch.tensor([2**40 + 1, -3, 7]),
+        "pred": torch.tensor([1, 2, 3], dtype=torch.int32),
+        "weight": torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64),
+    }
+    copies = []
+    real_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: copies.append(self.shape) or real_cpu(self, *a, **k))
+    host = to_host(columns)
+    assert len(copies) == 1  # one device-to-host copy for all the columns
+    assert set(host) == set(columns)
+    for name, tensor in columns.items():
+        assert host[name].dtype == tensor.numpy().dtype, name
+        np.testing.assert_array_equal(host[name], tensor.numpy(), err_msg=name)
+        assert host[name].flags.aligned and host[name].flags.writeable, name
