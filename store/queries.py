@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -22,9 +23,9 @@ import pandas as pd
 import pyarrow as pa
 
 from store.errors import StoreError
-from store.files import write_parquet_atomic
+from store.files import atomic_path, write_parquet_atomic
 from store.layout import Store
-from store.schema import COMPACT_ORDER, DEDUPLICATE_ON, SAMPLES, SEGMENT_TABLES, conform, select_list
+from store.schema import COMPACT_ORDER, DEDUPLICATE_ON, SAMPLES, SEGMENT_TABLES, select_list
 
 logger = logging.getLogger(__name__)
 
@@ -331,6 +332,24 @@ def sample_summary(
 # -- compaction ----------------------------------------------------------------------
 
 
+#: DuckDB settings of compaction: the memory it may hold before it spills to disk.
+COMPACTION_SETTINGS = {"memory_limit": "1GB", "threads": 2, "temp_directory": str(Path(tempfile.gettempdir()) / "trainmap-duckdb")}
+
+
+def _compaction_sql(table_name: str) -> str:
+    """The sorted, de-duplicated rows of a table, in its schema's column order and types.
+    Identifiers come from the schema module's constants, never from input."""
+    schema = SEGMENT_TABLES[table_name]
+    columns = select_list(schema, schema.names, cast=True)
+    order = ", ".join(COMPACT_ORDER[table_name])
+    keys = DEDUPLICATE_ON.get(table_name)
+    if keys:
+        return f"SELECT {columns} FROM {table_name}_raw {_dedupe_clause(keys)} ORDER BY {order}"
+    if "rank" not in schema.names:  # sample_keys: every rank may have written the same key
+        return f"SELECT DISTINCT {columns} FROM {table_name}_raw ORDER BY {order}"
+    return f"SELECT {columns} FROM {table_name}_raw ORDER BY {order}"
+
+
 def compact_run(store: Store, run_id: str) -> None:
     """Merge a run's segments into one sorted, de-duplicated file per table.
 
@@ -341,21 +360,15 @@ def compact_run(store: Store, run_id: str) -> None:
     """
     run_path = store.run_dir(run_id)
     pending = [t for t in SEGMENT_TABLES if not (run_path / f"{t}.parquet").exists()]
-    con = duckdb.connect()
+    con = duckdb.connect(config=COMPACTION_SETTINGS)
     try:
         for table_name in pending:
             _register_table(con, store, run_id, table_name, dedupe=False)
-            order = ", ".join(COMPACT_ORDER[table_name])
-            keys = DEDUPLICATE_ON.get(table_name)
-            # Identifiers come from the schema module's constants, never from input.
-            if keys:
-                sql = f"SELECT * FROM {table_name}_raw {_dedupe_clause(keys)} ORDER BY {order}"
-            else:
-                sql = f"SELECT * FROM {table_name}_raw ORDER BY {order}"
-            table: pa.Table = con.sql(sql).to_arrow_table()
-            write_parquet_atomic(
-                run_path / f"{table_name}.parquet", conform(table, SEGMENT_TABLES[table_name]), compact=True
-            )
+            # DuckDB sorts and writes the file itself, streaming, spilling to its temporary
+            # directory past the memory limit: a run of any length compacts in bounded memory.
+            relation = con.sql(_compaction_sql(table_name))
+            with atomic_path(run_path / f"{table_name}.parquet") as tmp:
+                relation.write_parquet(str(tmp), compression="zstd")
     finally:
         con.close()
     store.update_run(run_id, compacted=True)

@@ -162,14 +162,18 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def select_list(schema: pa.Schema, available: list[str]) -> str:
+def select_list(schema: pa.Schema, available: list[str], *, cast: bool = False) -> str:
     """A SQL select list that reads ``schema``'s columns from a source with ``available``
-    columns, NULL for the missing ones (older files). Identifiers come from the schema
-    module, never from input."""
-    return ", ".join(
-        field.name if field.name in available else f"CAST(NULL AS {_SQL_TYPES[field.type]}) AS {field.name}"
-        for field in schema
-    )
+    columns, NULL for the missing ones (older files); with ``cast`` every column is cast to
+    its schema type. Identifiers come from the schema module, never from input."""
+    def column(field: pa.Field) -> str:
+        if field.name not in available:
+            return f"CAST(NULL AS {_SQL_TYPES[field.type]}) AS {field.name}"
+        if cast:
+            return f"CAST({field.name} AS {_SQL_TYPES[field.type]}) AS {field.name}"
+        return field.name
+
+    return ", ".join(column(field) for field in schema)
 
 
 _SQL_TYPES = {
