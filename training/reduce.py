@@ -31,6 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+# What a training step's outputs can be (logits [B, C] with labels, logits [B, T, V] with
+# token targets, or a per-sample loss [B]): one home, beside the scores each kind has.
+from store.scores import OUTPUT_KINDS
+
 __all__ = [
     "MAX_CHUNK_ELEMENTS",
     "OUTPUT_KINDS",
@@ -41,9 +45,6 @@ __all__ = [
     "sequence_stats",
 ]
 
-#: What a training step's outputs can be: logits ``[B, C]`` with labels, logits
-#: ``[B, T, V]`` with token targets, or a per-sample loss ``[B]`` of any loss.
-OUTPUT_KINDS = ("classification", "sequence", "loss")
 
 #: The token accuracy from which a sequence counts as ``correct`` (learned) for forgetting
 #: events: ``correct = token_accuracy >= SEQUENCE_CORRECT_THRESHOLD``, over the tokens that
