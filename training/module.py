@@ -1,9 +1,11 @@
 """The LightningModule and datasets used by ``trainmap train``.
 
-Batches carry sample ids and per-sample loss weights, ``(x, y, sample_id, weight)``,
-which is the contract ``DynamicsRecorder`` reads. The loss is the weighted mean
-``mean_i(weight_i * CE_i)``: with all weights 1 it is the ordinary mean cross-entropy,
-and InfoBatch's 1/(1-r) rescaling keeps the gradient's expectation (Qin et al. 2024).
+Batches carry sample ids and per-sample loss weights as a named tuple,
+``training.batch.TrainingItem(x, y, sample_id, weight)``: ``DynamicsRecorder`` reads
+``(x, y, sample_id)`` by position and the weight by its name (``training.batch``). The
+loss is the weighted mean ``mean_i(weight_i * CE_i)``: with all weights 1 it is the
+ordinary mean cross-entropy, and InfoBatch's 1/(1-r) rescaling keeps the gradient's
+expectation (Qin et al. 2024).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from training.batch import TrainingItem
+
 
 class IndexedDataset(Dataset):
-    """Training samples as ``(x, y, sample_id, weight)``.
+    """Training samples as ``TrainingItem(x, y, sample_id, weight)`` (a named tuple; the
+    default collate keeps it, so a batch is a ``TrainingItem`` of tensors).
 
     ``weights`` is a float tensor aligned with positions; the training code may replace
     it between epochs (curriculum stages), which takes effect for the next epoch because
@@ -37,8 +42,8 @@ class IndexedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, position: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return self.x[position], self.y[position], self.sample_ids[position], self.weights[position]
+    def __getitem__(self, position: int) -> TrainingItem:
+        return TrainingItem(self.x[position], self.y[position], self.sample_ids[position], self.weights[position])
 
 
 class Classifier(L.LightningModule):
@@ -71,7 +76,7 @@ class Classifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+    def training_step(self, batch: TrainingItem, batch_idx: int) -> dict[str, Tensor]:
         x, y, sample_ids, weights = batch
         logits = self.model(x)
         losses = F.cross_entropy(logits, y, reduction="none")
@@ -84,7 +89,8 @@ class Classifier(L.LightningModule):
         # factor), which DynamicsRecorder records in preference to the batch's own.
         return {"loss": loss, "logits": logits, "weight": weights.detach()}
 
-    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        # dataloader_idx: Lightning requires the argument once there are several validation loaders
         x, y = batch[0], batch[1]
         logits = self.model(x)
         return {"loss": F.cross_entropy(logits, y), "logits": logits}

@@ -15,10 +15,11 @@ measured cost and ``benchmarks/results/recorder_ablation.md`` where it goes.
 
 Contract with the user's ``LightningModule``:
 
-* training batches carry sample ids: ``(x, y, sample_id)`` or ``(x, y, sample_id,
-  weight)`` tuples, or dicts with ``"sample_id"`` and a target under ``"y"``,
-  ``"target"``, ``"targets"``, ``"label"`` or ``"labels"`` (optional ``"weight"``;
-  ``training.batch`` reads them);
+* training batches carry sample ids: ``(x, y, sample_id, ...)`` read by position no further,
+  a named tuple with those first fields, or a dict with ``"sample_id"`` and a target under
+  ``"y"``, ``"target"``, ``"targets"``, ``"label"`` or ``"labels"``; a loss weight only by
+  its name ``"weight"`` (``training.batch``). Ids are integers or strings (mapped to stable
+  ids, stored in the run's ``sample_keys`` table: ``training.sample_keys``);
 * ``training_step`` returns ``{"loss": loss, "logits": logits}`` with logits ``[B, C]`` and
   class targets ``[B]`` (classification), logits ``[B, T, V]`` with token targets ``[B, T]``
   (sequences; -100 ignored; optional ``"loss_mask"`` ``[B, T]``), or ``{"loss": loss,
@@ -27,7 +28,12 @@ Contract with the user's ``LightningModule``:
   batch's). ``training.recording_outputs`` checks this at the first training batch and
   refuses anything else with one clear error;
 * ``validation_step`` may return ``{"loss": ..., "logits": ...}`` too (with batches as
-  above, sample ids optional) to get validation loss and accuracy per epoch.
+  above, sample ids optional) to get validation loss and accuracy per epoch, per
+  validation dataloader.
+
+With ``accumulate_grad_batches=k`` a steps row is one optimizer step: the mean of its
+micro-batches' losses (Lightning hands the hook each loss divided by k; it is multiplied
+back), and its presentations carry that step's ``global_step``.
 """
 
 from __future__ import annotations
@@ -46,22 +52,22 @@ import torch
 
 from store.errors import StoreError
 from store.layout import Store, utc_now
-from store.queries import compact_run
+from store.queries import MONITOR_DATALOADER_FIELD, compact_run
 from store.recording.messages import (
     Configure,
     EpochTotals,
     Flush,
     RecordEpoch,
     RecordPresentations,
-    RecordValidation,
     WriteSegment,
 )
 from store.recording.process import WriterProcess
 from store.recording.rows import presentation_sums, samples_table
 from training.batch import parse_batch
-from training.recording_buffers import ChunkBuffer, StepBuffer, ValidationSums
+from training.recording_buffers import ChunkBuffer, StepBuffer, ValidationLoaders
 from training.recording_outputs import presentation_columns
 from training.recording_tensors import owning_layers, parameter_grad_norms
+from training.sample_keys import SampleKeys
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +108,9 @@ class DynamicsRecorder(L.Callback):
             training device) before it copies them to the host and has them written as one
             presentations segment; an epoch's rows are written in ceil(rows / chunk_rows)
             segments. Bounds the recorder's memory whatever the dataset size.
+        monitor_dataloader_idx: the validation dataloader whose accuracy is the run's
+            ``best_val_accuracy`` and "val" curves (default 0, the first); every loader's
+            rows are recorded (``epochs`` and ``val_classes`` by ``dataloader_idx``).
     """
 
     def __init__(
@@ -122,6 +131,7 @@ class DynamicsRecorder(L.Callback):
         grand: Any | None = None,
         flush_secs: float = 1.0,
         chunk_rows: int = 65_536,
+        monitor_dataloader_idx: int = 0,
     ) -> None:
         super().__init__()
         if isinstance(grad_norm_every_n_steps, bool) or not isinstance(grad_norm_every_n_steps, int) \
@@ -131,6 +141,10 @@ class DynamicsRecorder(L.Callback):
             raise ValueError(f"flush_secs must be >= 0 seconds, got {flush_secs!r}")
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
             raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+        if isinstance(monitor_dataloader_idx, bool) or not isinstance(monitor_dataloader_idx, int) \
+                or monitor_dataloader_idx < 0:
+            raise ValueError(f"monitor_dataloader_idx must be an integer >= 0, got {monitor_dataloader_idx!r}")
+        self.monitor_dataloader_idx = monitor_dataloader_idx
         self.flush_secs = float(flush_secs)
         self.chunk_rows = chunk_rows
         self.store_path = Path(store.root if isinstance(store, Store) else store)
@@ -156,7 +170,8 @@ class DynamicsRecorder(L.Callback):
         self._chunks_sent = 0  # this epoch's, on this rank
         self._sums = np.zeros(4)  # this epoch's presentations, loss_sum, correct_sum, count (rows.presentation_sums)
         self._steps = StepBuffer()
-        self._validation = ValidationSums()
+        self._validation = ValidationLoaders()
+        self._keys = SampleKeys()  # string sample keys met, and those not yet written
         self._val: dict[str, float] | None = None
         self._layer_owner: np.ndarray | None = None
         self._layers: list[str] = []
@@ -234,8 +249,8 @@ class DynamicsRecorder(L.Callback):
                     max_epochs=trainer.max_epochs,
                     world_size=trainer.world_size,
                 )
-                if not self.run_name:
-                    store.update_run(run_id, name=run_id)
+                store.update_run(run_id, name=self.run_name or run_id,
+                                 **{MONITOR_DATALOADER_FIELD: self.monitor_dataloader_idx})
                 if self.samples is not None:
                     store.write_samples(run_id, samples_table(self.samples))
             else:
@@ -247,7 +262,7 @@ class DynamicsRecorder(L.Callback):
                 store.truncate_run(run_id, epoch=trainer.current_epoch, step=trainer.global_step)
                 store.update_run(
                     run_id, status="running", error=None, finished_at=None, pid=os.getpid(),
-                    max_epochs=trainer.max_epochs,
+                    max_epochs=trainer.max_epochs, **{MONITOR_DATALOADER_FIELD: self.monitor_dataloader_idx},
                 )
         self.run_id = trainer.strategy.broadcast(run_id, src=0)
         self.output_kind = None  # checked again at this fit's first batch
@@ -294,7 +309,10 @@ class DynamicsRecorder(L.Callback):
             return
         # No host sync from here on, except once at the first batch (the output kind's
         # checks) and once per chunk (ChunkBuffer.add copies a full chunk to the host).
-        kind, columns, size = presentation_columns(outputs, parse_batch(batch), self.output_kind, feature_sqnorm)
+        parts = parse_batch(batch)
+        if parts.sample_keys is not None:
+            self._keys.add(parts.sample_keys, parts.sample_ids)  # refuses a collision
+        kind, columns, size = presentation_columns(outputs, parts, self.output_kind, feature_sqnorm)
         if self.output_kind is None:
             self.output_kind = kind
             if trainer.is_global_zero and self.run_id is not None:
@@ -303,6 +321,10 @@ class DynamicsRecorder(L.Callback):
             self._send_chunk(trainer, chunk)
         loss = outputs.get("loss")
         if loss is not None and self._is_global_zero:
+            # Lightning's automatic optimization divides the loss it hands this hook by
+            # accumulate_grad_batches (loops/optimization/automatic.py): undo it.
+            if pl_module.automatic_optimization and trainer.accumulate_grad_batches != 1:
+                loss = loss * trainer.accumulate_grad_batches
             self._steps.add_loss(self._batch_step, loss)
 
     def _send_chunk(self, trainer: L.Trainer, columns: dict[str, np.ndarray]) -> None:
@@ -310,6 +332,10 @@ class DynamicsRecorder(L.Callback):
         self._sums += presentation_sums(columns)
         if self.run_id is None:
             return
+        part = f"r{trainer.global_rank:02d}-e{trainer.current_epoch:06d}-c{self._chunks_sent:05d}"
+        keys = self._keys.take_new_columns()
+        if keys is not None:  # string keys met for the first time, written before their rows
+            self._writer.send(WriteSegment(table_name="sample_keys", part=part, columns=keys))
         self._writer.send(RecordPresentations(
             epoch=trainer.current_epoch, rank=trainer.global_rank, chunk=self._chunks_sent, columns=columns,
         ))
@@ -342,25 +368,23 @@ class DynamicsRecorder(L.Callback):
     ) -> None:
         if trainer.sanity_checking or not isinstance(outputs, Mapping) or "logits" not in outputs:
             return
-        self._validation.add(outputs["logits"], parse_batch(batch, require_ids=False).targets)
+        self._validation.add(dataloader_idx, outputs["logits"], parse_batch(batch, require_ids=False).targets)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.run_id is None:
             return
-        sums = trainer.strategy.reduce(self._validation.totals.to(pl_module.device), reduce_op="sum").cpu()
-        loss_sum, correct_sum, count = (float(v) for v in sums)
-        if count == 0:
-            return
-        self._val = {"loss": loss_sum / count, "accuracy": correct_sum / count}
-        class_sums = None
-        if self._validation.per_class is not None:
-            per_class = self._validation.per_class.to(pl_module.device)
-            class_sums = trainer.strategy.reduce(per_class, reduce_op="sum").cpu().numpy()
-        if trainer.is_global_zero:
-            self._writer.send(RecordValidation(
-                epoch=trainer.current_epoch, time=dt.datetime.now(dt.timezone.utc), loss_sum=loss_sum,
-                correct_sum=int(correct_sum), count=int(count), class_sums=class_sums,
-            ))
+        loaders = len(trainer.num_val_batches)  # the same on every rank: the collectives match
+        if self._validation.loaders and self.monitor_dataloader_idx >= loaders:
+            raise ValueError(
+                f"DynamicsRecorder: monitor_dataloader_idx={self.monitor_dataloader_idx}, but the trainer has "
+                f"{loaders} validation dataloader(s); expected an index in [0, {loaders})"
+            )
+        now = dt.datetime.now(dt.timezone.utc)
+        for row in self._validation.reduced(trainer.strategy, pl_module.device, loaders, trainer.current_epoch, now):
+            if row.dataloader_idx == self.monitor_dataloader_idx:
+                self._val = {"loss": row.loss_sum / row.count, "accuracy": row.correct_sum / row.count}
+            if trainer.is_global_zero:
+                self._writer.send(row)
 
     # -- epoch end: hand the epoch to the writer process -------------------------------
 

@@ -1,6 +1,6 @@
 """What ``DynamicsRecorder`` keeps between its hooks: a bounded chunk of per-presentation
 statistics on the device (``ChunkBuffer``), an epoch's per-step values (``StepBuffer``) and
-the running validation sums (``ValidationSums``).
+the running validation sums of each validation dataloader (``ValidationLoaders``).
 
 The per-step hooks copy each batch's ``[B]`` statistics into the chunk's preallocated
 columns on the device (no host sync). A chunk holds at most ``capacity`` presentations:
@@ -12,13 +12,15 @@ rate, gradient norms: one each per step) stay references until the epoch ends.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from store.recording.messages import StepBuffers
+from store.recording.messages import RecordValidation, StepBuffers
 from store.schema import PRESENTATIONS
 from training.recording_tensors import to_host, validation_sums
 
@@ -124,14 +126,31 @@ class StepBuffer:
     def clear(self) -> None:
         self._losses.clear()
         self._norms.clear()
+        self._loss_sum: Tensor | None = None  # the last step's micro-batch losses, summed
+        self._loss_count = 0
         self._step_numbers: list[int] = []
         self._grad_norm_steps: list[int] = []
         self._lrs: list[float] = []
         self._lr_steps: list[int] = []
 
     def add_loss(self, step: int, loss: Tensor) -> None:
-        self._losses.add(loss.detach().reshape(()))
+        """A batch's loss at optimizer step ``step``. The batches of one step (gradient
+        accumulation's micro-batches: ``step`` repeated) give one value, their mean."""
+        loss = loss.detach().reshape(())
+        loss = loss.to(torch.promote_types(loss.dtype, torch.float32))  # bf16 / fp16 summed as float32
+        if self._loss_count and self._step_numbers[-1] == step:
+            self._loss_sum = self._loss_sum + loss  # out of place: the caller's tensor stays as it is
+            self._loss_count += 1
+            return
+        self._finish_loss()
+        self._loss_sum, self._loss_count = loss, 1
         self._step_numbers.append(step)
+
+    def _finish_loss(self) -> None:
+        if self._loss_count:
+            count, self._loss_count = self._loss_count, 0
+            self._losses.add(self._loss_sum if count == 1 else self._loss_sum / count)
+            self._loss_sum = None
 
     def add_lr(self, step: int, lr: float) -> None:
         self._lrs.append(lr)
@@ -144,6 +163,7 @@ class StepBuffer:
 
     def gather(self) -> StepBuffers:
         """The epoch's per-step values as host values."""
+        self._finish_loss()
         losses, norms = self._losses.gather(), self._norms.gather()
         return StepBuffers(
             step_numbers=list(self._step_numbers),
@@ -212,3 +232,39 @@ class ValidationSums:
             self.per_class = per_class
         else:
             self.per_class += per_class
+
+
+class ValidationLoaders:
+    """The ``ValidationSums`` of each validation dataloader (Lightning's ``dataloader_idx``)
+    over an epoch's validation on this rank."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.loaders: dict[int, ValidationSums] = {}
+
+    def add(self, dataloader_idx: int, logits: Tensor, targets: Tensor) -> None:
+        self.loaders.setdefault(dataloader_idx, ValidationSums()).add(logits, targets)
+
+    def reduced(
+        self, strategy: Any, device: torch.device, loaders: int, epoch: int, time: dt.datetime
+    ) -> list[RecordValidation]:
+        """One validation row per dataloader ``0 .. loaders - 1`` that validated a sample, summed
+        over ranks with ``strategy.reduce`` (a collective per loader, so every rank must call
+        this with the same ``loaders``)."""
+        rows = []
+        for dataloader_idx in range(loaders):
+            sums = self.loaders.get(dataloader_idx) or ValidationSums()
+            loss_sum, correct_sum, count = (
+                float(v) for v in strategy.reduce(sums.totals.to(device), reduce_op="sum").cpu()
+            )
+            class_sums = None
+            if sums.per_class is not None:
+                class_sums = strategy.reduce(sums.per_class.to(device), reduce_op="sum").cpu().numpy()
+            if count:
+                rows.append(RecordValidation(
+                    epoch=epoch, time=time, loss_sum=loss_sum, correct_sum=int(correct_sum), count=int(count),
+                    class_sums=class_sums, dataloader_idx=dataloader_idx,
+                ))
+        return rows

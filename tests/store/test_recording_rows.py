@@ -118,14 +118,17 @@ def test_gradient_norms_go_to_the_step_that_made_them():
 def test_epoch_and_val_classes_rows():
     now = dt.datetime(2026, 11, 26, 12, 0, 0, 5, tzinfo=dt.timezone.utc)
     assert epoch_row(3, "train", 2.5, None, 5, 0, now).table.column("correct_sum").to_pylist() == [None]
-    row = epoch_row(3, "val", 2.5, 4, 5, 0, now)
+    assert epoch_row(3, "train", 2.5, None, 5, 0, now).table.column("dataloader_idx").to_pylist() == [None]
+    row = epoch_row(3, "val", 2.5, 4, 5, 0, now, dataloader_idx=1)
     assert (row.table_name, row.epoch) == ("epochs", 3)
-    assert row.table.to_pylist() == [
-        {"epoch": 3, "split": "val", "loss_sum": 2.5, "correct_sum": 4, "num_samples": 5, "rank": 0, "time": now}
-    ]
-    classes = val_classes_table(3, np.array([[1.0, 0.0, 2.9999999], [2.0, 1.0, 3.0]]))
+    assert row.table.to_pylist() == [{
+        "epoch": 3, "split": "val", "dataloader_idx": 1, "loss_sum": 2.5, "correct_sum": 4, "num_samples": 5,
+        "rank": 0, "time": now,
+    }]
+    classes = val_classes_table(3, np.array([[1.0, 0.0, 2.9999999], [2.0, 1.0, 3.0]]), dataloader_idx=2)
     assert classes.table.to_pydict() == {
-        "epoch": [3, 3, 3], "label": [0, 1, 2], "correct_sum": [1, 0, 3], "num_samples": [2, 1, 3], "rank": [0, 0, 0],
+        "epoch": [3, 3, 3], "dataloader_idx": [2, 2, 2], "label": [0, 1, 2], "correct_sum": [1, 0, 3],
+        "num_samples": [2, 1, 3], "rank": [0, 0, 0],
     }
 
 

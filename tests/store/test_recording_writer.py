@@ -113,6 +113,8 @@ def test_an_epoch_queues_the_small_tables_until_a_flush(tmp_path):
     writer.handle(epoch(0, val_loss=0.5, val_accuracy=0.75, best_val_accuracy=0.75))
     class_sums = np.array([[1.0, 2.0], [2.0, 2.0]])
     writer.handle(RecordValidation(0, NOW, loss_sum=1.5, correct_sum=3, count=4, class_sums=class_sums))
+    # a second validation dataloader: its own rows, not pooled into the first's
+    writer.handle(RecordValidation(0, NOW, 9.0, 1, 4, class_sums=np.array([[0.0, 1.0], [2.0, 2.0]]), dataloader_idx=1))
     assert parts(writer, "steps") == [] and writer.store.run_info(writer.run_id)["epochs_done"] == 0
 
     writer.handle(Flush())
@@ -125,7 +127,12 @@ def test_an_epoch_queues_the_small_tables_until_a_flush(tmp_path):
     layers = pq.read_table(run_dir / "layer_grad_norms" / name).to_pydict()
     assert layers == {"step": [0, 0], "layer": ["fc1", "fc2"], "grad_norm": [5.0, 12.0]}
     classes = pq.read_table(run_dir / "val_classes" / name).to_pydict()
-    assert classes["correct_sum"] == [1, 2] and classes["num_samples"] == [2, 2]
+    assert classes["correct_sum"] == [1, 2, 0, 1] and classes["num_samples"] == [2, 2, 2, 2]
+    assert classes["dataloader_idx"] == [0, 0, 1, 1]
+    epochs = pq.read_table(run_dir / "epochs" / name).to_pydict()
+    assert list(zip(epochs["split"], epochs["dataloader_idx"], epochs["loss_sum"])) == [
+        ("train", None, 2.75), ("val", 0, 1.5), ("val", 1, 9.0)]
+    assert epoch_metrics(writer.store, writer.run_id, dataloader_idx=1).loc[0, "val_accuracy"] == 0.25
     metrics = epoch_metrics(writer.store, writer.run_id)
     assert metrics.loc[0, "train_accuracy"] == 0.5 and metrics.loc[0, "train_loss"] == pytest.approx(2.75 / 4)
     assert metrics.loc[0, "val_loss"] == pytest.approx(1.5 / 4)

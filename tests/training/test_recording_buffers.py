@@ -3,12 +3,14 @@ statistics copied to the host when full, an epoch's per-step values, the validat
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
+import pytest
 import torch
 
-from training.recording_buffers import ChunkBuffer, StepBuffer, ValidationSums
+from training.recording_buffers import ChunkBuffer, StepBuffer, ValidationLoaders, ValidationSums
 
 
 def batch(ids, weight=None):
@@ -108,13 +110,50 @@ def test_step_values_go_to_the_host_a_block_at_a_time_in_reused_memory(monkeypat
         for step in range(7):
             steps.add_loss(step, torch.tensor(step + 0.5, dtype=torch.bfloat16))
             steps.add_grad_norms(step, [torch.tensor(float(step)), torch.tensor(2.0 * step)])
-            if (epoch, step) == (0, 0):
+            if (epoch, step) == (0, 1):  # step 0's loss is in its block once step 1 begins
                 addresses = (steps._losses._block.data_ptr(), steps._norms._block.data_ptr())
         gathered = steps.gather()
         assert gathered.step_losses.tolist() == [step + 0.5 for step in range(7)]
         assert gathered.parameter_norms.tolist() == [[float(step), 2.0 * step] for step in range(7)]
         assert gathered.step_numbers == gathered.grad_norm_steps == list(range(7))
         assert (steps._losses._block.data_ptr(), steps._norms._block.data_ptr()) == addresses
+
+
+def test_the_micro_batches_of_one_optimizer_step_give_one_mean_loss():
+    """Gradient accumulation: the batches of one step (the same global_step) are one row."""
+    steps = StepBuffer()
+    for step, loss in [(0, 2.0), (0, 1.0), (0, 4.0), (0, 5.0), (1, 0.5), (2, 3.0), (2, 1.0)]:
+        steps.add_loss(step, torch.tensor(loss, dtype=torch.bfloat16))
+    gathered = steps.gather()
+    assert gathered.step_numbers == [0, 1, 2]
+    assert gathered.step_losses.tolist() == [3.0, 0.5, 2.0] and gathered.step_losses.dtype == np.float32
+    losses = torch.tensor(1.25)
+    steps.clear()
+    steps.add_loss(7, losses)
+    steps.add_loss(7, torch.tensor(0.75))
+    assert losses.item() == 1.25  # the caller's tensor is not summed into
+    assert steps.gather().step_losses.tolist() == [1.0]
+
+
+def test_validation_loaders_are_summed_apart():
+    class OneRank:
+        def reduce(self, tensor, reduce_op):
+            assert reduce_op == "sum"
+            return tensor
+
+    loaders = ValidationLoaders()
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    loaders.add(0, logits, torch.tensor([0, 1, 0]))
+    loaders.add(2, logits, torch.tensor([1, 1, 1]))
+    loaders.add(0, logits[:1], torch.tensor([1]))
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    rows = loaders.reduced(OneRank(), torch.device("cpu"), 3, epoch=4, time=now)
+    assert [(r.dataloader_idx, r.correct_sum, r.count, r.epoch) for r in rows] == [(0, 3, 4, 4), (2, 1, 3, 4)]
+    reference = torch.nn.functional.cross_entropy(
+        torch.cat([logits, logits[:1]]), torch.tensor([0, 1, 0, 1]), reduction="sum")
+    assert rows[0].loss_sum == pytest.approx(float(reference))
+    assert rows[0].class_sums.tolist() == [[2.0, 1.0], [2.0, 2.0]]
+    assert rows[1].class_sums.tolist() == [[0.0, 1.0], [0.0, 3.0]]
 
 
 def test_validation_sums_add_up_over_batches():
