@@ -25,6 +25,7 @@ import pyarrow as pa
 from store.errors import StoreError
 from store.files import atomic_path, write_parquet_atomic
 from store.layout import Store
+from store.settings import MONITOR_DATALOADER_FIELD
 from store.schema import COMPACT_ORDER, DEDUPLICATE_ON, SAMPLES, SEGMENT_TABLES, select_list
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,6 @@ def query_run(
 #: The run.json field naming the validation dataloader whose accuracy is the run's: its
 #: ``best_val_accuracy`` and its "val" curves (``DynamicsRecorder(monitor_dataloader_idx=)``).
 #: Runs that lack it (recorded before several loaders were) monitor loader 0.
-MONITOR_DATALOADER_FIELD = "monitor_dataloader_idx"
 
 
 def monitored_dataloader(store: Store, run_id: str) -> int:
@@ -307,7 +307,7 @@ def sample_summary(
     if len(frames) == 1:
         frame = frames[0]
         frame["num_runs"] = 1
-        return frame
+        return _with_sample_keys(store, run_ids, frame)
     reference = frames[0][["sample_id", "label", "original_label", "label_noisy"]]
     for run_id, frame in zip(run_ids[1:], frames[1:]):
         if not _same_samples_and_labels(frame, reference):
@@ -326,7 +326,30 @@ def sample_summary(
     # The sequence columns last, as in a single run's summary.
     averaged = averaged[[c for c in averaged.columns if c not in SEQUENCE_COLUMNS] + list(SEQUENCE_COLUMNS)]
     averaged["num_runs"] = grouped.size()
-    return reference.merge(averaged.reset_index(), on="sample_id", how="left")
+    return _with_sample_keys(store, run_ids, reference.merge(averaged.reset_index(), on="sample_id", how="left"))
+
+
+def sample_keys(store: Store, run_id: str) -> pd.DataFrame:
+    """``sample_id, sample_key`` of a run whose samples have string keys (empty otherwise);
+    a ``StoreError`` if one id stands for two keys (a collision two ranks could not see)."""
+    keys = query_run(store, run_id, "sample_keys", tables=("sample_keys",))
+    twice = keys["sample_id"].duplicated(keep=False)
+    if twice.any():
+        first = keys[twice].head(2)
+        raise StoreError(
+            f"run {run_id!r}: sample id {int(first['sample_id'].iloc[0])} stands for two keys "
+            f"({', '.join(map(repr, first['sample_key']))}); rename one of them"
+        )
+    return keys
+
+
+def _with_sample_keys(store: Store, run_ids: list[str], frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``sample_key`` column after ``sample_id`` when a run has string keys."""
+    keys = pd.concat([sample_keys(store, run_id) for run_id in run_ids]).drop_duplicates()
+    if keys.empty:
+        return frame
+    frame.insert(1, "sample_key", frame["sample_id"].map(keys.set_index("sample_id")["sample_key"]))
+    return frame
 
 
 # -- compaction ----------------------------------------------------------------------

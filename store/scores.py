@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from store.settings import OUTPUT_KINDS
+
 
 @dataclass(frozen=True)
 class ScoreSpec:
@@ -118,9 +120,6 @@ SCORES: dict[str, ScoreSpec] = {
         ),
     )
 }
-
-#: The output kinds a run records (run.json ``output_kind``; runs without one are classification).
-OUTPUT_KINDS = ("classification", "sequence", "loss")
 
 #: The quantities each output kind records per presentation ("grand" wherever a GraNd
 #: schedule asks for it). Everything else is NULL in its rows and in its summary.

@@ -14,6 +14,13 @@ import math
 TASK_NAMES = ("mnist1d", "digits", "mnist5k")
 MODEL_NAMES = ("mlp", "cnn")
 
+#: What a run's training step returned (run.json ``output_kind``): logits ``[B, C]`` with
+#: labels, logits ``[B, T, V]`` with token targets, or a per-sample loss ``[B]`` of any loss.
+OUTPUT_KINDS = ("classification", "sequence", "loss")
+
+#: The run.json key naming the validation dataloader whose accuracy is the run's (0 if unset).
+MONITOR_DATALOADER_FIELD = "monitor_dataloader_idx"
+
 
 def check_label_noise(value: float) -> float:
     """``value`` as a float if it is a valid label-noise fraction, in [0, 1); else ``ValueError``."""

@@ -52,7 +52,6 @@ import torch
 
 from store.errors import StoreError
 from store.layout import Store, utc_now
-from store.queries import MONITOR_DATALOADER_FIELD, compact_run
 from store.recording.messages import (
     Configure,
     EpochTotals,
@@ -62,10 +61,12 @@ from store.recording.messages import (
     WriteSegment,
 )
 from store.recording.process import WriterProcess
+from store.settings import MONITOR_DATALOADER_FIELD
 from store.recording.rows import presentation_sums, samples_table
 from training.batch import parse_batch
 from training.recording_buffers import ChunkBuffer, StepBuffer, ValidationLoaders
 from training.recording_outputs import presentation_columns
+from training.reduce import SEQUENCE_CORRECT_THRESHOLD
 from training.recording_tensors import owning_layers, parameter_grad_norms
 from training.sample_keys import SampleKeys
 
@@ -316,7 +317,10 @@ class DynamicsRecorder(L.Callback):
         if self.output_kind is None:
             self.output_kind = kind
             if trainer.is_global_zero and self.run_id is not None:
-                self.store.update_run(self.run_id, output_kind=kind)
+                fields: dict[str, Any] = {"output_kind": kind}
+                if kind == "sequence":  # the rule forgetting events use, for readers to state
+                    fields["sequence_correct_threshold"] = SEQUENCE_CORRECT_THRESHOLD
+                self.store.update_run(self.run_id, **fields)
         for chunk in self._chunk.add(self._batch_step, columns, size):
             self._send_chunk(trainer, chunk)
         loss = outputs.get("loss")
@@ -454,6 +458,9 @@ class DynamicsRecorder(L.Callback):
         trainer.strategy.barrier("trainmap_compact")
         if trainer.is_global_zero:
             store = self.store
+            # Imported here: DuckDB and pandas stay out of the training process until the end.
+            from store.queries import compact_run
+
             compact_run(store, self.run_id)
             store.update_run(self.run_id, status="finished", finished_at=utc_now())
         trainer.strategy.barrier("trainmap_finished")

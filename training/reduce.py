@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 # What a training step's outputs can be (logits [B, C] with labels, logits [B, T, V] with
-# token targets, or a per-sample loss [B]): one home, beside the scores each kind has.
-from store.scores import OUTPUT_KINDS
+# token targets, or a per-sample loss [B]): one home, store.settings.
+from store.settings import OUTPUT_KINDS
 
 __all__ = [
     "MAX_CHUNK_ELEMENTS",

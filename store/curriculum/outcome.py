@@ -19,19 +19,25 @@ if TYPE_CHECKING:
 
 CLASS_ACCURACY_SQL = (
     "SELECT epoch, label, sum(correct_sum)::DOUBLE / nullif(sum(num_samples), 0) AS accuracy, "
-    "sum(num_samples) AS num_samples FROM val_classes GROUP BY epoch, label ORDER BY epoch, label"
+    "sum(num_samples) AS num_samples FROM val_classes "
+    # the run's monitored validation loader; rows from before loaders were told apart are loader 0
+    "WHERE coalesce(dataloader_idx, 0) = $dataloader_idx "
+    "GROUP BY epoch, label ORDER BY epoch, label"
 )
 
 
 def class_accuracy(store: Store, run_id: str) -> pd.DataFrame:
-    """Validation accuracy per class and epoch: ``epoch, label, accuracy, num_samples``
-    (empty for runs recorded before the ``val_classes`` table existed)."""
-    from store.queries import retry_on_vanishing_files, run_connection
+    """Validation accuracy per class and epoch on the run's monitored validation loader:
+    ``epoch, label, accuracy, num_samples`` (empty for runs recorded before the
+    ``val_classes`` table existed)."""
+    from store.queries import monitored_dataloader, retry_on_vanishing_files, run_connection
+
+    loader = monitored_dataloader(store, run_id)
 
     def run() -> pd.DataFrame:
         con = run_connection(store, run_id, ("val_classes",))
         try:
-            return con.execute(CLASS_ACCURACY_SQL).df()
+            return con.execute(CLASS_ACCURACY_SQL, {"dataloader_idx": loader}).df()
         finally:
             con.close()
 

@@ -227,6 +227,7 @@ def test_sequence_rows_equal_a_plain_pytorch_recomputation_with_padding_and_a_lo
     assert len(empty) == 2 * no_token and empty[["loss", "p_true", "el2n", "token_accuracy"]].isna().all().all()
     assert got["label"].isna().all() and got["pred"].isna().all()
     assert store.run_info(recorder.run_id)["output_kind"] == "sequence"
+    assert store.run_info(recorder.run_id)["sequence_correct_threshold"] == 0.5  # the dashboard states it
     # the epoch's train loss: the mean over the sequences that have counted tokens
     scored = expected[expected["token_count"] > 0].groupby("epoch")
     metrics = epoch_metrics(store, recorder.run_id).set_index("epoch")
