@@ -9,7 +9,11 @@ into writable buffers.
 from __future__ import annotations
 
 import pickle
+import signal
 import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 _COUNT = struct.Struct("<Q")
@@ -26,6 +30,28 @@ def encode(message: Any) -> list[bytes | memoryview]:
 
 def frame_size(parts: list[bytes | memoryview]) -> int:
     return sum(memoryview(part).nbytes for part in parts)
+
+
+#: Signals held back while a frame is written or read (Ctrl-C, ``timeout``/``docker stop``,
+#: a closed terminal): they arrive once the frame is whole. A frame cut in half by a
+#: KeyboardInterrupt would leave the child waiting for the rest of it and the training
+#: process waiting for the child's answer, both for ever.
+DEFERRED_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+@contextmanager
+def whole_frame() -> Iterator[None]:
+    """Defer ``DEFERRED_SIGNALS`` (main thread only: other threads get no signals) until the
+    frame is written or read. The training process's side of the pipes uses it; the child
+    keeps its own signal handling."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def write_frame(stream: BinaryIO, parts: list[bytes | memoryview]) -> None:

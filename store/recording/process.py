@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from store.errors import StoreError
-from store.recording.frames import encode, frame_size, read_frame, write_frame
+from store.recording.frames import encode, frame_size, read_frame, whole_frame, write_frame
 from store.recording.messages import Close, Configure, SpoolFile, Sync
 from store.recording.writer import RunWriter
 
@@ -109,7 +109,8 @@ class WriterProcess:
             parts = encode(SpoolFile(str(path)))
         self._sent += 1
         try:
-            write_frame(self._process.stdin, parts)
+            with whole_frame():
+                write_frame(self._process.stdin, parts)
         except OSError:  # BrokenPipeError: the child is gone
             raise StoreError(self._died()) from None
 
@@ -118,7 +119,8 @@ class WriterProcess:
             return
         self.send(Sync())
         try:
-            error = read_frame(self._process.stdout)
+            with whole_frame():
+                error = read_frame(self._process.stdout)
         except EOFError:
             raise StoreError(self._died()) from None
         if error:
@@ -133,7 +135,8 @@ class WriterProcess:
         finally:
             process, self._process = self._process, None
             try:  # an orderly end: the child leaves the run's status to this process
-                write_frame(process.stdin, encode(Close()))
+                with whole_frame():
+                    write_frame(process.stdin, encode(Close()))
                 process.stdin.close()
             except OSError:
                 pass
