@@ -41,8 +41,14 @@ class NoWrites(DynamicsRecorder):
 
 
 class PerStepOnly(DynamicsRecorder):
+    """The per-step hooks only: nothing is handed to the writer (no chunk, no epoch rows)."""
+
+    def _send_chunk(self, trainer, columns):
+        pass
+
     def on_train_epoch_end(self, trainer, pl_module):
-        self._epoch.clear()
+        self._chunk.clear()
+        self._steps.clear()
 
 
 class NormsEveryStep(DynamicsRecorder):

@@ -41,17 +41,30 @@ DEFERRED_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 @contextmanager
 def whole_frame() -> Iterator[None]:
-    """Defer ``DEFERRED_SIGNALS`` (main thread only: other threads get no signals) until the
-    frame is written or read. The training process's side of the pipes uses it; the child
-    keeps its own signal handling."""
+    """Hold ``DEFERRED_SIGNALS`` back until the frame is written or read, then deliver them to
+    the handlers they had. The training process's side of the pipes uses it; the child keeps
+    its own signal handling.
+
+    Python-level deferral, not ``pthread_sigmask``: a mask covers only the calling thread, and
+    the kernel hands a process's signal to any thread that does not block it (torch's and
+    DuckDB's threads), whose C handler still makes the main thread raise at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+    received: list[int] = []
+    previous = {}
+    for signum in DEFERRED_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is not None:  # None: installed outside Python, cannot be put back
+            previous[signum] = handler
+            signal.signal(signum, lambda number, frame: received.append(number))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            signal.raise_signal(signum)
 
 
 def write_frame(stream: BinaryIO, parts: list[bytes | memoryview]) -> None:
