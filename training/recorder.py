@@ -372,7 +372,9 @@ class DynamicsRecorder(L.Callback):
     ) -> None:
         if trainer.sanity_checking or not isinstance(outputs, Mapping) or "logits" not in outputs:
             return
-        self._validation.add(dataloader_idx, outputs["logits"], parse_batch(batch, require_ids=False).targets)
+        self._validation.add(
+            dataloader_idx, outputs["logits"], parse_batch(batch, require_ids=False).targets, outputs.get("loss_mask")
+        )
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.run_id is None:

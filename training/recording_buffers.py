@@ -22,7 +22,8 @@ from torch import Tensor
 
 from store.recording.messages import RecordValidation, StepBuffers
 from store.schema import PRESENTATIONS
-from training.recording_tensors import to_host, validation_sums
+from training.recording_outputs import validation_sums
+from training.recording_tensors import to_host
 
 _TORCH_DTYPES = {
     np.dtype(np.int64): torch.int64, np.dtype(np.int32): torch.int32, np.dtype(np.int16): torch.int16,
@@ -216,7 +217,7 @@ class _Block:
 
 class ValidationSums:
     """Loss, correctness and count, and per-label correct and count, summed over an epoch's
-    validation batches on this rank."""
+    validation batches on this rank, on the device (read once, at the epoch's end)."""
 
     def __init__(self) -> None:
         self.clear()
@@ -225,9 +226,13 @@ class ValidationSums:
         self.totals = torch.zeros(3, dtype=torch.float64)  # loss_sum, correct_sum, count
         self.per_class: Tensor | None = None  # [2, classes]: correct, count per label
 
-    def add(self, logits: Tensor, targets: Tensor) -> None:
-        totals, per_class = validation_sums(logits.detach(), targets)
+    def add(self, logits: Tensor, targets: Tensor, loss_mask: Tensor | None = None) -> None:
+        totals, per_class = validation_sums(logits.detach(), targets, loss_mask)
+        if self.totals.device != totals.device:  # the first batch of the epoch: onto its device
+            self.totals = self.totals.to(totals.device)
         self.totals += totals
+        if per_class is None:
+            return
         if self.per_class is None or self.per_class.shape != per_class.shape:
             self.per_class = per_class
         else:
@@ -244,8 +249,8 @@ class ValidationLoaders:
     def clear(self) -> None:
         self.loaders: dict[int, ValidationSums] = {}
 
-    def add(self, dataloader_idx: int, logits: Tensor, targets: Tensor) -> None:
-        self.loaders.setdefault(dataloader_idx, ValidationSums()).add(logits, targets)
+    def add(self, dataloader_idx: int, logits: Tensor, targets: Tensor, loss_mask: Tensor | None = None) -> None:
+        self.loaders.setdefault(dataloader_idx, ValidationSums()).add(logits, targets, loss_mask)
 
     def reduced(
         self, strategy: Any, device: torch.device, loaders: int, epoch: int, time: dt.datetime
@@ -264,7 +269,7 @@ class ValidationLoaders:
                 class_sums = strategy.reduce(sums.per_class.to(device), reduce_op="sum").cpu().numpy()
             if count:
                 rows.append(RecordValidation(
-                    epoch=epoch, time=time, loss_sum=loss_sum, correct_sum=int(correct_sum), count=int(count),
+                    epoch=epoch, time=time, loss_sum=loss_sum, correct_sum=round(correct_sum), count=round(count),
                     class_sums=class_sums, dataloader_idx=dataloader_idx,
                 ))
         return rows

@@ -203,3 +203,32 @@ def presentation_columns(
         # Last-layer GraNd approximation (DESIGN.md): EL2N * sqrt(||h||^2 + 1).
         columns["grand_last"] = stats.el2n * (feature_sqnorm.detach().float() + 1.0).sqrt()
     return kind, columns, size
+
+
+def validation_sums(logits: Tensor, targets: Tensor, loss_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """A validation batch's ``[loss_sum, correct_sum, count]`` (float64) and, for
+    classification, its per-label ``[correct, count]`` sums ``[2, classes]`` (float64), on
+    the logits' device with no host sync (``training.reduce``, as in training).
+
+    Classification (logits ``[B, C]``): per sample. Sequences (logits ``[B, T, V]``, targets
+    ``[B, T]``, ``IGNORE_INDEX`` and ``loss_mask`` excluded): per counted token, so the
+    validation loss is the token-mean cross-entropy and the accuracy the token accuracy;
+    no per-label sums."""
+    with torch.no_grad():
+        if logits.ndim == 3:
+            stats = sequence_stats(logits, targets, loss_mask=loss_mask, ignore_index=IGNORE_INDEX)
+            counts = stats.token_count.double()
+            counted = counts > 0  # sequences with no counted token hold NaN statistics
+            loss_sum = torch.where(counted, stats.loss.double() * counts, 0.0).sum()
+            correct_sum = torch.where(counted, stats.token_accuracy.double() * counts, 0.0).sum()
+            return torch.stack([loss_sum, correct_sum, counts.sum()]), None
+        stats = classification_stats(logits, targets)
+        correct = stats.correct.double()
+        count = torch.full((), float(correct.shape[0]), dtype=torch.float64, device=correct.device)
+        totals = torch.stack([stats.loss.double().sum(), correct.sum(), count])
+        labels = targets.long().reshape(-1)
+        per_class = torch.zeros(2, logits.shape[-1], dtype=torch.float64, device=logits.device)
+        per_class[0].scatter_add_(0, labels, correct)  # scatter, not bincount: no sync for its size
+        per_class[1].scatter_add_(0, labels, torch.ones_like(correct))
+        return totals, per_class
+

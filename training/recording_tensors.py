@@ -1,6 +1,5 @@
 """Small tensor helpers of ``DynamicsRecorder``: the layer that owns each parameter, the
-parameters' gradient norms, a validation batch's sums, and the one copy of a chunk of
-statistics to the host.
+parameters' gradient norms, and the one copy of a chunk of statistics to the host.
 
 Small functions of tensors, free of Lightning; the callback calls them from its hooks.
 """
@@ -12,7 +11,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 
 def detached(tensor: Tensor) -> Tensor:
@@ -49,23 +47,6 @@ def parameter_grad_norms(parameters: Sequence[torch.nn.Parameter]) -> list[Tenso
     except (TypeError, RuntimeError):  # a parameter without a gradient this step
         grads = [torch.zeros((), device=p.device) if g is None else g for p, g in zip(parameters, grads)]
         return torch._foreach_norm(grads)
-
-
-def validation_sums(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """A validation batch's ``[loss_sum, correct_sum, count]`` (float64) and its per-label
-    ``[correct, count]`` sums ``[2, classes]`` (float64), on the CPU."""
-    with torch.no_grad():
-        correct = logits.argmax(1) == targets  # DESIGN.md: correct = argmax p == y
-        loss_sum = F.cross_entropy(logits.float(), targets, reduction="none").double().sum().cpu()
-        correct_sum = correct.sum().cpu()
-        totals = torch.stack([loss_sum, correct_sum.double(), torch.tensor(len(targets), dtype=torch.float64)])
-        classes = int(logits.shape[-1])
-        labels = targets.long().reshape(-1).cpu()
-        per_class = torch.stack([
-            torch.bincount(labels, weights=correct.double().reshape(-1).cpu(), minlength=classes),
-            torch.bincount(labels, minlength=classes).double(),
-        ])
-    return totals, per_class
 
 
 _NUMPY_DTYPES = {

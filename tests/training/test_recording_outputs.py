@@ -3,11 +3,13 @@ one-line refusals, and the per-batch statistics of each kind."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from training.recording_outputs import batch_stats, describe, first_batch_problem, output_kind
+from training.recording_outputs import batch_stats, describe, first_batch_problem, output_kind, validation_sums
 from training.reduce import PresentationStats
 
 B = 4
@@ -86,3 +88,33 @@ def test_a_first_batch_with_a_loss_that_is_not_finite_is_a_problem():
 def test_describe_names_dtype_and_shape():
     assert describe(torch.zeros(2, 3, dtype=torch.int32)) == "int32 [2, 3]"
     assert describe(None) == "NoneType" and describe([1]) == "list"
+
+
+def test_validation_sums_of_a_batch():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.7, 0.2, 0.1]]))
+    targets = torch.tensor([0, 2, 0])
+    totals, per_class = validation_sums(logits, targets)
+    assert totals.dtype == torch.float64 and per_class.dtype == torch.float64
+    assert totals[0].item() == pytest.approx(-math.log(0.5) - math.log(0.2) - math.log(0.7), rel=1e-6)
+    assert totals[1:].tolist() == [2.0, 3.0]
+    assert per_class.tolist() == [[2.0, 0.0, 0.0], [2.0, 0.0, 1.0]]  # correct, count per label
+
+
+def test_validation_sums_of_sequences_are_per_counted_token():
+    """A language model's validation loss is the token-mean cross-entropy and its accuracy the
+    token accuracy, over the tokens that count (-100 and the loss mask excluded)."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 7)
+    targets = torch.randint(0, 7, (3, 5))
+    targets[0, 3:] = -100
+    targets[2] = -100  # a sequence with no counted token adds nothing
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1, 0] = False
+    totals, per_class = validation_sums(logits, targets, mask)
+    counted = (targets != -100) & mask
+    token_loss = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
+    assert per_class is None
+    assert totals[2].item() == counted.sum().item() == 7
+    assert totals[0].item() == pytest.approx(token_loss[counted].double().sum().item(), rel=1e-5)
+    assert totals[1].item() == pytest.approx((logits.argmax(-1) == targets)[counted].sum().item(), abs=1e-4)
+

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import pytest
 import torch
 
-from training.recording_tensors import detached, owning_layers, parameter_grad_norms, to_host, validation_sums
+from training.recording_tensors import detached, owning_layers, parameter_grad_norms, to_host
 
 
 def test_detached_copies_nothing_without_a_graph():
@@ -32,16 +29,6 @@ def test_parameter_grad_norms_are_zero_without_a_gradient():
     assert [float(norm) for norm in parameter_grad_norms([a, b])] == [5.0, 0.0]
     b.grad = torch.tensor([1.0, 2.0, 2.0])
     assert [float(norm) for norm in parameter_grad_norms([a, b])] == [5.0, 3.0]
-
-
-def test_validation_sums_of_a_batch():
-    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.7, 0.2, 0.1]]))
-    targets = torch.tensor([0, 2, 0])
-    totals, per_class = validation_sums(logits, targets)
-    assert totals.dtype == torch.float64 and per_class.dtype == torch.float64
-    assert totals[0].item() == pytest.approx(-math.log(0.5) - math.log(0.2) - math.log(0.7), rel=1e-6)
-    assert totals[1:].tolist() == [2.0, 3.0]
-    assert per_class.tolist() == [[2.0, 0.0, 0.0], [2.0, 0.0, 1.0]]  # correct, count per label
 
 
 def test_to_host_copies_every_column_with_its_dtype_in_one_copy(monkeypatch):
