@@ -2,7 +2,8 @@
 
 One registry (model: cleanlab's ``rank.py``): the sort direction lives on the spec, so
 every consumer (``trainmap scores``, the dashboard, curriculum builders) ranks the same
-way. The values themselves are computed by ``training.scores`` (per presentation) and
+way. The values themselves are computed by ``training.reduce`` (per presentation, on the
+training device) and
 ``store/sql/summary.sql`` (per sample).
 
 Which scores a run has depends on what its recorder could read (run.json ``output_kind``):
