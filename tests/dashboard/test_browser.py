@@ -164,7 +164,7 @@ def test_direct_link_on_a_fresh_server(server, page):
     run_id = run_ids(store_root)["cnn-noise20-s0"]
 
     page.goto(f"{base}/run?run={run_id}&view=Data+map&sample=8")
-    expect(page.get_by_role("heading", name="cnn-noise20-s0")).to_be_visible()
+    expect(page.get_by_role("heading", name="cnn-noise20-s0", exact=True)).to_be_visible()
     expect(page.get_by_role("heading", name="Sample 8")).to_be_visible()
     expect(page.get_by_text("easy-to-learn").first).to_be_visible()
     expect_app_navigation(page, expect)
@@ -184,7 +184,7 @@ def test_main_flow_in_chromium(server, page):
 
     # 1. Runs page: the table of the five sample runs.
     page.goto(f"{base}/")  # the Runs page is the default: the server's root URL
-    expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+    expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
     expect(page.get_by_text("5 of 5 runs")).to_be_visible()
     expect_app_navigation(page, expect)
     page.wait_for_timeout(1500)
@@ -247,7 +247,7 @@ def test_launch_a_rerun_from_the_curriculum_page(server, page):
     base, store_root = server
     before = set(run_ids(store_root).values())
     page.goto(f"{base}/curriculum")
-    expect(page.get_by_role("heading", name="Curriculum")).to_be_visible()
+    expect(page.get_by_role("heading", name="Curriculum", exact=True)).to_be_visible()
     expect_app_navigation(page, expect)
     page.locator("[data-testid='stSelectbox']").filter(has_text="Strategy").click()
     page.get_by_role("option", name="downweight-noise (reweight)").click()
