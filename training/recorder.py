@@ -1,17 +1,18 @@
 """``DynamicsRecorder``: a Lightning callback that records per-sample training dynamics.
 
-It is a thin adapter. Per training step, on the training thread, it reduces what the step
-returned to a few statistics per presentation on their device (``training.reduce``, read
-through ``training.recording_outputs``: no copy of the logits kept, no host sync) and
-appends those ``[B]`` tensors to a chunk buffer (``training.recording_buffers``); every
+It is a thin adapter. Per training step, on the training thread, it reads what the step
+returned (``training.recording_outputs``) and hands it to a chunk buffer
+(``training.recording_chunk``), which reduces it to a few statistics per presentation on
+its device (``training.reduce``; no host sync): sequence logits and per-sample losses at
+once, classification logits from a bounded stage a group of steps at a time; every
 ``grad_norm_every_n_steps`` it computes the gradient norm of every parameter (one fused
 kernel). When a chunk holds ``chunk_rows`` presentations, or the epoch ends, it is copied to
 the host once and sent, as a typed message (``store.recording.messages``), to a child
 process (``store.recording``, lowest CPU priority, one per rank), which writes it as its
 own presentations segment at once; every ``flush_secs`` the child writes the small tables
 and run.json. So the recorder holds at most one chunk of statistics, whatever the dataset
-size, the class count or the epoch length. ``benchmarks/results/recorder.md`` has the
-measured cost and ``benchmarks/results/recorder_ablation.md`` where it goes.
+size, the class count or the epoch length. ``benchmarks/results/recorder_scale.md`` has the
+measured memory and cost.
 
 Contract with the user's ``LightningModule``:
 
@@ -313,7 +314,8 @@ class DynamicsRecorder(L.Callback):
         parts = parse_batch(batch)
         if parts.sample_keys is not None:
             self._keys.add(parts.sample_keys, parts.sample_ids)  # refuses a collision
-        kind, columns, size = presentation_columns(outputs, parts, self.output_kind, feature_sqnorm)
+        batch_columns = presentation_columns(outputs, parts, self.output_kind, feature_sqnorm)
+        kind = batch_columns.kind
         if self.output_kind is None:
             self.output_kind = kind
             if trainer.is_global_zero and self.run_id is not None:
@@ -321,7 +323,10 @@ class DynamicsRecorder(L.Callback):
                 if kind == "sequence":  # the rule forgetting events use, for readers to state
                     fields["sequence_correct_threshold"] = SEQUENCE_CORRECT_THRESHOLD
                 self.store.update_run(self.run_id, **fields)
-        for chunk in self._chunk.add(self._batch_step, columns, size):
+        for chunk in self._chunk.add(
+            self._batch_step, batch_columns.columns, batch_columns.size,
+            logits=batch_columns.logits, feature_sqnorm=batch_columns.feature_sqnorm,
+        ):
             self._send_chunk(trainer, chunk)
         loss = outputs.get("loss")
         if loss is not None and self._is_global_zero:

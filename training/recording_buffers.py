@@ -1,19 +1,15 @@
 """What ``DynamicsRecorder`` keeps between its hooks: a bounded chunk of per-presentation
-statistics on the device (``ChunkBuffer``), an epoch's per-step values (``StepBuffer``) and
-the running validation sums of each validation dataloader (``ValidationLoaders``).
+statistics on the device (``ChunkBuffer``, in ``training.recording_chunk``), an epoch's
+per-step values (``StepBuffer``) and the running validation sums of each validation
+dataloader (``ValidationLoaders``).
 
-The per-step hooks copy each batch's ``[B]`` statistics into the chunk's preallocated
-columns on the device (no host sync). A chunk holds at most ``capacity`` presentations:
-when it is full (or the epoch ends) its columns are copied to the host in one copy
-(``training.recording_tensors.to_host``), and the recorder sends them to the writer
-process (DESIGN.md, "Reduce on the device, stream in chunks"). Per-step values (loss, learning
-rate, gradient norms: one each per step) stay references until the epoch ends.
+Per-step values (loss, learning rate, gradient norms: one each per step) are copied into
+preallocated device blocks, read on the host once per block or at the end of the epoch.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any
 
 import numpy as np
@@ -21,93 +17,10 @@ import torch
 from torch import Tensor
 
 from store.recording.messages import RecordValidation, StepBuffers
-from store.schema import PRESENTATIONS
+from training.recording_chunk import ChunkBuffer
 from training.recording_outputs import validation_sums
-from training.recording_tensors import to_host
 
-_TORCH_DTYPES = {
-    np.dtype(np.int64): torch.int64, np.dtype(np.int32): torch.int32, np.dtype(np.int16): torch.int16,
-    np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64, np.dtype(np.bool_): torch.bool,
-}
-
-#: The dtype each presentations column travels in: that of ``store.schema.PRESENTATIONS``.
-COLUMN_DTYPES: dict[str, torch.dtype] = {
-    field.name: _TORCH_DTYPES[np.dtype(field.type.to_pandas_dtype())] for field in PRESENTATIONS
-}
-
-#: What a batch without a column gets in a chunk where other batches have it.
-_FILL = {"weight": 1.0, "grand_last": math.nan}
-
-
-class ChunkBuffer:
-    """Up to ``capacity`` presentations' statistics of one rank, in one preallocated
-    ``[capacity]`` tensor per column on the column's device.
-
-    Each batch's ``[B]`` values are copied into the next rows (a small copy kernel per
-    column, no host sync), so the recorder neither keeps the step's tensors alive nor
-    allocates per step: holding many small tensors between large temporaries fragments the
-    host allocator, and the process then grows by about the temporaries' size every step.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._columns: dict[str, Tensor] = {}  # allocated at the first value of each column
-        self.clear()
-
-    def clear(self) -> None:
-        self._given: set[str] = set()  # columns with a value in some batch of this chunk
-        self._steps: list[tuple[int, int]] = []  # (global_step, rows) of each batch (part)
-        self.rows = 0
-
-    def add(self, step: int, columns: dict[str, Tensor | None], size: int) -> list[dict[str, np.ndarray]]:
-        """Copy a batch of ``size`` presentations at ``step`` in (``columns``: name -> ``[size]``
-        tensor, or None where the batch has no such value); returns the chunks this filled,
-        as host arrays (``take``), usually none. Counting needs no host sync: ``size``
-        comes from the shapes."""
-        full = []
-        start = 0
-        while start < size:
-            count = min(size - start, self.capacity - self.rows)
-            rows = slice(self.rows, self.rows + count)
-            with torch.no_grad():
-                for name, value in columns.items():
-                    self._copy(name, rows, None if value is None else value.reshape(-1)[start:start + count])
-            self._steps.append((step, count))
-            self.rows += count
-            start += count
-            if self.rows >= self.capacity:
-                full.append(self.take())
-        return full
-
-    def _copy(self, name: str, rows: slice, value: Tensor | None) -> None:
-        column = self._columns.get(name)
-        if value is None:
-            if name in self._given:  # another batch of this chunk has it
-                column[rows] = _FILL[name]
-            return
-        if column is None:
-            column = self._columns[name] = torch.empty(self.capacity, dtype=COLUMN_DTYPES[name], device=value.device)
-        if name not in self._given:
-            if rows.start and name not in _FILL:
-                raise ValueError(f"DynamicsRecorder: {name!r} is missing in some batches of a chunk")
-            column[:rows.start] = _FILL.get(name, 0)  # the earlier batches of this chunk had none
-            self._given.add(name)
-        column[rows].copy_(value)
-
-    def take(self) -> dict[str, np.ndarray] | None:
-        """The chunk's columns as host arrays (``store.recording.messages.RecordPresentations``
-        columns; ``step`` included), copied once (``to_host``); None when empty. The buffer
-        is empty afterwards (its memory is kept for the next chunk)."""
-        if not self.rows:
-            return None
-        with torch.no_grad():
-            host = to_host({name: self._columns[name][: self.rows] for name in sorted(self._given)})
-        steps = self._steps
-        host["step"] = np.repeat(
-            np.asarray([step for step, _ in steps], dtype=np.int64), [count for _, count in steps]
-        )
-        self.clear()
-        return host
+__all__ = ["ChunkBuffer", "StepBuffer", "ValidationLoaders", "ValidationSums"]
 
 
 class StepBuffer:
@@ -137,10 +50,10 @@ class StepBuffer:
     def add_loss(self, step: int, loss: Tensor) -> None:
         """A batch's loss at optimizer step ``step``. The batches of one step (gradient
         accumulation's micro-batches: ``step`` repeated) give one value, their mean."""
-        loss = loss.detach().reshape(())
-        loss = loss.to(torch.promote_types(loss.dtype, torch.float32))  # bf16 / fp16 summed as float32
+        loss = loss.detach()
         if self._loss_count and self._step_numbers[-1] == step:
-            self._loss_sum = self._loss_sum + loss  # out of place: the caller's tensor stays as it is
+            # out of place: the caller's tensor stays as it is; bf16 / fp16 summed as float32
+            self._loss_sum = self._loss_sum + loss.to(torch.promote_types(loss.dtype, torch.float32))
             self._loss_count += 1
             return
         self._finish_loss()
@@ -191,13 +104,13 @@ class _Block:
 
     def add(self, row: Tensor) -> None:
         block = self._block
-        dtype = torch.promote_types(row.dtype, torch.float32)  # bf16 / fp16 kept as float32
-        if block is None or block.shape[1:] != row.shape or block.device != row.device or block.dtype != dtype:
+        if block is None or block.shape[1:] != row.shape or block.device != row.device \
+                or block.dtype != torch.promote_types(row.dtype, torch.float32):  # bf16 / fp16 kept as float32
             if self._count:
                 self._host.append(self._take())
+            dtype = torch.promote_types(row.dtype, torch.float32)
             block = self._block = torch.empty((self.rows, *row.shape), dtype=dtype, device=row.device)
-        with torch.no_grad():
-            block[self._count].copy_(row)
+        block[self._count].copy_(row.detach())
         self._count += 1
         if self._count == self.rows:
             self._host.append(self._take())

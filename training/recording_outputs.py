@@ -14,13 +14,14 @@ Three kinds (``training.reduce.OUTPUT_KINDS``):
 
 ``output_kind`` refuses anything else with one ``ValueError`` line that names what it got
 (keys, shapes, dtypes, target range) and what it expects; it may read the targets' range
-(one host sync, at the first batch only). ``batch_stats`` checks shapes only on later batches;
+(one host sync, at the first batch only). ``checked_outputs`` checks shapes only on later batches;
 ``presentation_columns`` turns a batch into the columns the recorder buffers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -134,16 +135,16 @@ def output_kind(outputs: Any, targets: Any, batch_size: int | None) -> str:
     return kind
 
 
-def batch_stats(kind: str, outputs: Any, targets: Any, batch_size: int) -> PresentationStats:
-    """The per-presentation statistics of a batch whose outputs are of ``kind`` (``output_kind``
-    of the first batch), on their device with no host sync; shapes are checked (no sync)."""
+def checked_outputs(kind: str, outputs: Any, targets: Any, batch_size: int) -> Tensor:
+    """The tensor a batch of ``kind`` (``output_kind`` of the first batch) is read from:
+    ``per_sample_loss`` ``[B]`` or ``logits``; shapes are checked (no host sync)."""
     if not isinstance(outputs, Mapping):
         raise _refuse(f"training_step returned {describe(outputs)}, but the first batch returned a dict ({kind})")
     if kind == "loss":
         loss = outputs.get("per_sample_loss")
         if not isinstance(loss, Tensor) or loss.ndim != 1 or loss.shape[0] != batch_size:
             raise _refuse(f"per_sample_loss is {describe(loss)} for a batch of {batch_size} samples; expected [{batch_size}]")
-        return loss_stats(loss)
+        return loss
     logits = outputs.get("logits")
     ndim = 2 if kind == "classification" else 3
     if not isinstance(logits, Tensor) or logits.ndim != ndim or not isinstance(targets, Tensor) \
@@ -152,9 +153,18 @@ def batch_stats(kind: str, outputs: Any, targets: Any, batch_size: int) -> Prese
             f"logits are {describe(logits)} and targets {describe(targets)} for a batch of {batch_size} samples, "
             f"but the first batch was {kind}; every batch must return the same kind of outputs"
         )
+    return logits
+
+
+def batch_stats(kind: str, outputs: Any, targets: Any, batch_size: int) -> PresentationStats:
+    """The per-presentation statistics of a batch whose outputs are of ``kind`` (``output_kind``
+    of the first batch), on their device with no host sync; shapes are checked (no sync)."""
+    values = checked_outputs(kind, outputs, targets, batch_size)
+    if kind == "loss":
+        return loss_stats(values)
     if kind == "classification":
-        return classification_stats(logits, targets)
-    return sequence_stats(logits, targets, loss_mask=outputs.get("loss_mask"), ignore_index=IGNORE_INDEX)
+        return classification_stats(values, targets)
+    return sequence_stats(values, targets, loss_mask=outputs.get("loss_mask"), ignore_index=IGNORE_INDEX)
 
 
 def first_batch_problem(stats: PresentationStats) -> str | None:
@@ -170,39 +180,57 @@ def first_batch_problem(stats: PresentationStats) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class BatchColumns:
+    """A training batch as the recorder buffers it (``presentation_columns``)."""
+
+    kind: str  # OUTPUT_KINDS
+    columns: dict[str, Tensor | None]  # presentations columns, [size] device tensors (None: not in this batch)
+    size: int
+    # Classification after the first batch: the logits [size, C] (and GraNd's ||h||^2 [size])
+    # the statistics are computed from later, a group of batches at a time (ChunkBuffer).
+    logits: Tensor | None = None
+    feature_sqnorm: Tensor | None = None
+
+
 def presentation_columns(
     outputs: Any, parts: TrainingBatch, kind: str | None, feature_sqnorm: Tensor | None
-) -> tuple[str, dict[str, Tensor | None], int]:
-    """The kind, the presentations columns (``[B]`` device tensors, None where the batch has
-    no such value) and ``B`` of a training batch. ``kind`` is the first batch's (``None`` at
-    the first batch: decided and checked here, with a host sync); later batches are
-    checked by shape only. ``feature_sqnorm``: GraNd's ``||h||^2`` of the final layer's
-    input, for ``grand_last``."""
+) -> BatchColumns:
+    """A training batch's kind, presentations columns and size. ``kind`` is the first
+    batch's (``None`` at the first batch: decided and checked here, with a host sync, and
+    its statistics computed now); later batches are checked by shape only, and a
+    classification batch's statistics are left to ``ChunkBuffer`` (``BatchColumns.logits``).
+    ``feature_sqnorm``: GraNd's ``||h||^2`` of the final layer's input, for ``grand_last``."""
     sample_ids = parts.sample_ids
     if not isinstance(sample_ids, Tensor) or sample_ids.ndim != 1 or not _is_integer(sample_ids):
         raise _refuse(f"the batch's sample ids are {describe(sample_ids)}; expected an integer tensor [B], one per sample")
     size = int(sample_ids.shape[0])
     first = kind is None
     kind = output_kind(outputs, parts.targets, size) if first else kind
-    stats = batch_stats(kind, outputs, parts.targets, size)
     weights = outputs["weight"] if "weight" in outputs else parts.weights  # the weight trained with
     if weights is not None and (not isinstance(weights, Tensor) or weights.numel() != size):
         raise _refuse(f"the loss weights are {describe(weights)}; expected one per sample, [{size}]")
-    if first and (problem := first_batch_problem(stats)) is not None:
-        raise _refuse(problem)
+    if feature_sqnorm is not None and tuple(feature_sqnorm.shape) != (size,):
+        feature_sqnorm = None
     columns: dict[str, Tensor | None] = {"sample_id": sample_ids}
     if kind == "classification":
         columns["label"] = parts.targets
+    columns["weight"] = weights
+    columns["grand_last"] = None
+    if kind == "classification" and not first:
+        logits = checked_outputs(kind, outputs, parts.targets, size)
+        return BatchColumns(kind, columns, size, logits=logits.detach(), feature_sqnorm=feature_sqnorm)
+    stats = batch_stats(kind, outputs, parts.targets, size)
+    if first and (problem := first_batch_problem(stats)) is not None:
+        raise _refuse(problem)
     for name in ("loss", "p_true", "el2n", "correct", "pred", "margin", "token_count", "token_accuracy"):
         value = getattr(stats, name)
         if value is not None:
             columns[name] = value
-    columns["weight"] = weights
-    columns["grand_last"] = None
-    if stats.el2n is not None and feature_sqnorm is not None and tuple(feature_sqnorm.shape) == (size,):
+    if stats.el2n is not None and feature_sqnorm is not None:
         # Last-layer GraNd approximation (DESIGN.md): EL2N * sqrt(||h||^2 + 1).
         columns["grand_last"] = stats.el2n * (feature_sqnorm.detach().float() + 1.0).sqrt()
-    return kind, columns, size
+    return BatchColumns(kind, columns, size)
 
 
 def validation_sums(logits: Tensor, targets: Tensor, loss_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

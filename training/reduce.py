@@ -1,7 +1,8 @@
 """Per-step reduction of a training batch's outputs to per-presentation statistics, on the
 batch's device and without host synchronisation.
 
-The recorder calls one of these on every training batch: a handful of kernels turn the
+The recorder calls one of these on every training batch, or on a group of batches'
+classification logits at once (``training.recording_chunk``): a handful of kernels turn the
 logits (or a per-sample loss) into a few numbers per sample, and only those travel on to
 the writer (DESIGN.md, "Reduce on the device, stream in chunks"). Nothing here calls
 ``.item()``, ``.cpu()`` or ``bool()`` on a tensor, or branches on tensor values: the
@@ -82,16 +83,18 @@ class PresentationStats:
     token_accuracy: Tensor | None = None  # float32, sequences only
 
 
-def classification_stats(logits: Tensor, targets: Tensor) -> PresentationStats:
+def classification_stats(logits: Tensor, targets: Tensor, *, overwrite: bool = False) -> PresentationStats:
     """loss, p_true, EL2N, correct, pred and margin of each sample (module docstring) for
     ``logits [B, C]`` (any floating dtype, C >= 2) and integer ``targets [B]`` in [0, C).
 
     Targets outside [0, C) are not checked here (that needs a host sync): the recorder
-    refuses them at the first batch.
+    refuses them at the first batch. ``overwrite=True`` lets the reduction use float32
+    (or float64) ``logits`` as its scratch memory, leaving them overwritten: the
+    recorder's stage of logits, which is not read again, saves a copy of it that way.
     """
     logits = logits.detach()
     _check_logits(logits, targets, 2, "classification_stats", "logits [B, C] and targets [B]")
-    loss, p_true, el2n, margin, pred = _over_rows(logits, targets.long())
+    loss, p_true, el2n, margin, pred = _over_rows(logits, targets.long(), overwrite)
     return PresentationStats(
         loss=loss, p_true=p_true, el2n=el2n, correct=pred == targets, pred=pred.int(), margin=margin
     )
@@ -182,16 +185,18 @@ def _check_logits(logits: Tensor, targets: Tensor, ndim: int, function: str, exp
         )
 
 
-def _over_rows(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _over_rows(
+    logits: Tensor, targets: Tensor, overwrite: bool = False
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``_positions`` over the last dimension, in slices of at most ``MAX_CHUNK_ELEMENTS``
     along the batch dimension (and along time when one sequence alone is larger); one
     slice for most batches. The slicing follows the shapes only, never the values."""
     if logits.numel() <= MAX_CHUNK_ELEMENTS:
-        return _positions(logits, targets)
+        return _positions(logits, targets, overwrite)
     per_sample = logits[0].numel()
     if logits.ndim == 2 or per_sample <= MAX_CHUNK_ELEMENTS:
         size = max(1, MAX_CHUNK_ELEMENTS // per_sample)
-        parts = [_positions(x, y) for x, y in zip(logits.split(size), targets.split(size))]
+        parts = [_positions(x, y, overwrite) for x, y in zip(logits.split(size), targets.split(size))]
         return tuple(torch.cat(values) for values in zip(*parts))  # type: ignore[return-value]
     size = max(1, MAX_CHUNK_ELEMENTS // logits.shape[-1])
     sequences = []
@@ -203,9 +208,10 @@ def _over_rows(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor,
     return tuple(torch.cat(values) for values in zip(*sequences))  # type: ignore[return-value]
 
 
-def _positions(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _positions(logits: Tensor, targets: Tensor, overwrite: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """loss, p_true, EL2N, margin (float32) and pred (int64) at every position of ``logits
-    [..., C]`` with ``targets [...]`` (int64, in range).
+    [..., C]`` with ``targets [...]`` (int64, in range); ``overwrite``: ``logits`` may serve
+    as the temporary (when already float32 or float64).
 
     One float32 temporary over the classes serves everything. With m the largest other
     logit, margin = logit_y - m (the definition's own subtraction), q_k = exp(logit_k - m)
@@ -217,10 +223,10 @@ def _positions(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor,
 
     none of which cancels near p_y = 1 or overflows for large margins.
     """
-    owned = False
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 for float64
+    owned = overwrite and logits.dtype == dtype
     if logits.device.type == "cpu" and logits.dtype in (torch.bfloat16, torch.float16):
         logits, owned = logits.float(), True  # CPU kernels run several times slower on these
-    dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 for float64
     _, pred = logits.max(-1)  # ties: first index, as torch.argmax
     index = targets.unsqueeze(-1)
     given = logits.gather(-1, index).squeeze(-1).to(dtype)

@@ -72,6 +72,9 @@ class WriterProcess:
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         # NumPy and pyarrow in the child must not start thread pools beside training's.
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        # Freed Arrow buffers go back to the C allocator rather than staying in mimalloc's
+        # pool: about 12 MB less at the child's peak (__main__.py says what else it saves).
+        env.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
         self._spool = Path(tempfile.mkdtemp(prefix="trainmap-writer-"))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "store.recording", str(self._spool), str(os.getpid())],
