@@ -73,8 +73,25 @@ def _v2_to_v3(root: Path) -> None:
             write_parquet_atomic(run_path / "sample_keys.parquet", schema.empty_table(), compact=True)
 
 
+def _v3_to_v4(root: Path) -> None:
+    """Version 4: every compacted run has a ``groups.parquet`` (the names of the groups its
+    batches gave their samples, ``presentations.group_id``).
+
+    Runs compacted before it recorded no groups: an empty table. ``presentations.group_id``
+    is not written into old files: readers see it as null.
+    """
+    schema = pa.schema([("group_id", pa.int32()), ("group_name", pa.string())])
+    runs = root / "runs"
+    if not runs.is_dir():
+        return
+    for run_path in sorted(runs.iterdir()):
+        compacted = (run_path / "presentations.parquet").exists()
+        if compacted and not (run_path / "groups.parquet").exists():
+            write_parquet_atomic(run_path / "groups.parquet", schema.empty_table(), compact=True)
+
+
 #: MIGRATIONS[i] upgrades version i to version i + 1.
-MIGRATIONS: list[Callable[[Path], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
+MIGRATIONS: list[Callable[[Path], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 #: Version of the on-disk layout. Bump it and add a step to ``store.migrations``.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: One row per sample presentation (each time a sample is in a training batch),
 #: measured on that batch's forward pass before the update.
@@ -34,6 +34,9 @@ PRESENTATIONS = pa.schema(
         # excluded) and the fraction of them predicted correctly; null for other outputs.
         ("token_count", pa.int32()),
         ("token_accuracy", pa.float32()),
+        # The group (domain, skill, source) the batch gave the sample, as an id into the
+        # run's ``groups`` table; null when the batch gave none.
+        ("group_id", pa.int32()),
     ]
 )
 
@@ -118,6 +121,15 @@ SAMPLE_KEYS = pa.schema(
     ]
 )
 
+#: The names of the groups a run's batches gave their samples (``presentations.group_id``):
+#: one row per group, written when the recorder first meets it. Ids are per run.
+GROUPS = pa.schema(
+    [
+        ("group_id", pa.int32()),
+        ("group_name", pa.string()),
+    ]
+)
+
 #: Tables written as append-only segments while a run trains.
 SEGMENT_TABLES: dict[str, pa.Schema] = {
     "presentations": PRESENTATIONS,
@@ -127,6 +139,7 @@ SEGMENT_TABLES: dict[str, pa.Schema] = {
     "grand": GRAND,
     "val_classes": VAL_CLASSES,
     "sample_keys": SAMPLE_KEYS,
+    "groups": GROUPS,
 }
 
 #: Sort order of each table once a run is compacted (per-sample queries read
@@ -139,6 +152,7 @@ COMPACT_ORDER: dict[str, tuple[str, ...]] = {
     "grand": ("sample_id", "epoch", "step"),
     "val_classes": ("epoch", "dataloader_idx", "label", "rank"),
     "sample_keys": ("sample_id",),
+    "groups": ("group_id",),
 }
 
 #: Keys that identify one presentation across ranks: DistributedSampler pads ranks with

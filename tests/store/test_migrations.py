@@ -12,14 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from store import Store, StoreError, migrations, run_summary
-from store.schema import SAMPLE_KEYS, SCHEMA_VERSION
+from store.schema import GROUPS, SAMPLE_KEYS, SCHEMA_VERSION
 
 FIXTURE_V1 = Path(__file__).resolve().parents[1] / "fixtures" / "store_v1"
 FINISHED, SEGMENTS = "20261203-164404-9f4c85", "20261203-164404-b8a847"
 
 #: sha256 (first 16 hex digits) of each released migration's source. A released
 #: migration is never edited: add a new one and a line here instead.
-RELEASED = ["0761ba81bb0c9ed2", "13c7131c11fa4d9c", "c4e764deae5c8fb2"]
+RELEASED = ["0761ba81bb0c9ed2", "13c7131c11fa4d9c", "c4e764deae5c8fb2", "36a0c7cfd50140d1"]
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -69,9 +69,12 @@ def test_a_version_1_store_is_migrated_without_changing_its_data(tmp_path):
     changed = {name for name in files_before if files_after.get(name) != files_before[name]}
     assert changed == {"store.json"}  # every run file is as it was, byte for byte
     assert set(files_after) - set(files_before) == {
-        f"runs/{FINISHED}/val_classes.parquet", f"runs/{FINISHED}/sample_keys.parquet"}
+        f"runs/{FINISHED}/val_classes.parquet", f"runs/{FINISHED}/sample_keys.parquet",
+        f"runs/{FINISHED}/groups.parquet"}
     sample_keys = pq.read_table(root / "runs" / FINISHED / "sample_keys.parquet")
     assert sample_keys.num_rows == 0 and sample_keys.schema.equals(SAMPLE_KEYS)
+    groups = pq.read_table(root / "runs" / FINISHED / "groups.parquet")
+    assert groups.num_rows == 0 and groups.schema.equals(GROUPS)
     for run_id, summary in summaries.items():
         assert run_summary(after, run_id).equals(summary)
     assert after.run_info(FINISHED)["status"] == "finished"
