@@ -10,6 +10,7 @@ from typing import Any
 
 _EXPORTS = {
     "DynamicsRecorder": ("training.recorder", "DynamicsRecorder"),
+    "Recorder": ("training.recording_session", "Recorder"),
     "per_sample_grad_norms": ("training.grand", "per_sample_grad_norms"),
     "per_sample_grad_norms_by_layer": ("training.grand", "per_sample_grad_norms_by_layer"),
     "GrandSchedule": ("training.grand", "GrandSchedule"),

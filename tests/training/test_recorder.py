@@ -284,7 +284,7 @@ class TablesAtEpochEnd(L.Callback):
         self.seen: list[dict[str, int]] = []
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.recorder._writer.drain()
+        self.recorder.drain()
         store, run_id = Store(self.recorder.store_path), self.recorder.run_id
         self.seen.append({
             "presentations": len(dynamics(store, run_id)),

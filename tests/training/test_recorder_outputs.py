@@ -354,7 +354,7 @@ class ChunkProbe(L.Callback):
         self.recorder, self.after_batch, self.at_epoch_end = recorder, [], []
 
     def _segments(self, trainer):
-        self.recorder._writer.drain()  # what the writer was handed is on disk
+        self.recorder.drain()  # what the writer was handed is on disk
         folder = self.recorder.store.run_dir(self.recorder.run_id) / "presentations"
         return len(list(folder.glob(f"part-r00-e{trainer.current_epoch:06d}-c*.parquet")))
 
@@ -418,10 +418,10 @@ class SpiedRecorder(DynamicsRecorder):
         self.per_batch = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        chunks = self._chunks_sent
+        chunks = self.recorder.chunks_sent
         with SyncSpy() as spy:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        self.per_batch.append((spy.syncs, self._chunks_sent - chunks))
+        self.per_batch.append((spy.syncs, self.recorder.chunks_sent - chunks))
 
 
 @pytest.mark.parametrize("kind", ["classification", "sequence", "loss"])

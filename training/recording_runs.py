@@ -1,0 +1,70 @@
+"""A ``training.recording_session.Recorder``'s run in the store: its settings checked, the run
+created (rank zero) or reopened to resume, and where its collectives' tensors live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from store.errors import StoreError
+from store.layout import Store
+from store.recording.rows import samples_table
+from store.settings import MONITOR_DATALOADER_FIELD
+
+__all__ = ["check_settings", "create_run", "device_of", "resume_run", "store_folder"]
+
+
+def check_settings(*, grad_norm_every_n_steps: Any, chunk_rows: Any, monitor_dataloader_idx: Any, flush_secs: Any) -> None:
+    """Raise one clear ``ValueError`` for a setting out of its range."""
+    for name, value, expected, low in (
+        ("grad_norm_every_n_steps", grad_norm_every_n_steps, "a positive integer", 1),
+        ("chunk_rows", chunk_rows, "a positive integer", 1),
+        ("monitor_dataloader_idx", monitor_dataloader_idx, "an integer >= 0", 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
+    if not flush_secs >= 0:
+        raise ValueError(f"flush_secs must be >= 0 seconds, got {flush_secs!r}")
+
+
+def store_folder(store: str | os.PathLike[str] | Store) -> Path:
+    """The store's folder (created later, at the first write); a file there is refused."""
+    path = Path(store.root if isinstance(store, Store) else store)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"store path {str(path)!r} is a file; expected a directory")
+    return path
+
+
+def create_run(
+    store: Store, *, name: str | None, samples: Any | None, monitor_dataloader_idx: int, **fields: Any
+) -> str:
+    """A new run (status ``running``) with its name (default: its id), the validation loader
+    it monitors and, when given, its samples table; returns its id."""
+    run_id = store.create_run(name=name or "", **fields)
+    store.update_run(run_id, name=name or run_id, **{MONITOR_DATALOADER_FIELD: monitor_dataloader_idx})
+    if samples is not None:
+        store.write_samples(run_id, samples_table(samples))
+    return run_id
+
+
+def resume_run(
+    store: Store, run_id: str, *, epoch: int, step: int, max_epochs: int | None, monitor_dataloader_idx: int
+) -> None:
+    """Reopen ``run_id`` to continue it from ``epoch``/``step`` (a checkpoint): rows recorded
+    after that point (a run that went on, or died, after saving it) are dropped, or they
+    would be presented twice."""
+    if store.run_info(run_id).get("compacted"):
+        store.reopen_run(run_id)
+    store.truncate_run(run_id, epoch=epoch, step=step)
+    store.update_run(
+        run_id, status="running", error=None, finished_at=None, pid=os.getpid(), max_epochs=max_epochs,
+        **{MONITOR_DATALOADER_FIELD: monitor_dataloader_idx},
+    )
+
+
+def device_of(parameters: list[torch.nn.Parameter]) -> torch.device:
+    """Where the collectives' tensors go: the model's device (NCCL needs CUDA tensors)."""
+    return parameters[0].device if parameters else torch.device("cpu")
