@@ -236,3 +236,51 @@ def test_misuse_is_refused_with_one_line_saying_what_to_do(tmp_path):
         with Recorder(tmp_path / "store", task="tiny") as rec:
             rec.log_batch(ids[:4], torch.zeros(4, 4), y[:4], step=0)
     assert store.run_info(rec.run_id)["status"] == "failed"
+
+
+def _rank_loop(rank, world_size, port, store_path):
+    """One rank of a plain torch.distributed (gloo) loop: each rank logs its half of the samples."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        x, y, ids, groups = data()
+        mine = slice(rank, NUM_SAMPLES, world_size)
+        model = network()
+        with Recorder(store_path, run_name="ddp", task="tiny", model=model) as rec:
+            for epoch in range(2):
+                logits = model(x[mine])
+                loss = F.cross_entropy(logits, y[mine])
+                loss.backward()
+                rec.log_batch(ids[mine], logits, y[mine], step=epoch, groups=groups[mine])
+                rec.log_step(epoch, loss=loss, lr=0.1)
+                rec.log_validation(model(x[:10]).detach(), y[:10])
+                rec.end_epoch()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_of_a_plain_distributed_loop_record_one_run(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store_path = tmp_path / "store"
+    mp.spawn(_rank_loop, args=(2, port, str(store_path)), nprocs=2, join=True)
+    store = Store(store_path)
+    (run_id,) = store.run_ids()  # rank 0 created it, rank 1 learnt its id
+    info = store.run_info(run_id)
+    assert info["status"] == "finished" and info["epochs_done"] == 2 and info["world_size"] == 2
+    got = dynamics(store, run_id)
+    _, _, ids, groups = data()
+    for epoch in range(2):
+        assert sorted(got[got["epoch"] == epoch]["sample_id"]) == sorted(ids.tolist())
+    metrics = epoch_metrics(store, run_id)
+    # the epoch's train loss is over both ranks' samples, not rank 0's alone
+    np.testing.assert_allclose(metrics["train_loss"], got.groupby("epoch")["loss"].mean(), rtol=1e-5)
+    table = presentations_groups(store, run_id)
+    assert (table["group_name"] == table["sample_id"].map(dict(zip(ids.tolist(), groups)))).all()
