@@ -218,25 +218,26 @@ def _validate_epochs(epochs: tuple[int, int] | None) -> tuple[int, int]:
 #: The per-sample summary's columns (``store/sql/summary.sql``), in order. Which ones hold
 #: values depends on the run's output kind (run.json ``output_kind``): a per-sample-loss run
 #: has NULL in every column that needs correctness, p_true or the margin; only sequence
-#: runs have ``token_accuracy`` and ``token_count``.
+#: runs have ``token_accuracy`` and ``token_count``; ``group_id`` only runs whose batches gave groups.
 SUMMARY = pa.schema([
     ("sample_id", pa.int64()), ("label", pa.int64()), ("original_label", pa.int64()), ("label_noisy", pa.bool_()),
     ("loss", pa.float64()), ("el2n", pa.float64()), ("grand", pa.float64()), ("grand_last", pa.float64()),
     ("forgetting_events", pa.int64()), ("first_learned_epoch", pa.int32()), ("never_learned", pa.bool_()),
     ("confidence", pa.float64()), ("variability", pa.float64()), ("correctness", pa.float64()),
-    ("aum", pa.float64()), ("final_correct", pa.bool_()), ("presentations", pa.int64()),
+    ("aum", pa.float64()), ("final_correct", pa.bool_()), ("presentations", pa.int64()), ("group_id", pa.int32()),
     ("token_accuracy", pa.float64()), ("token_count", pa.float64()),
 ])
 
 
 def conform_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """A summary materialised before a column existed (``token_accuracy``, ``token_count``:
-    summaries written before schema 3), with that column added as missing values."""
+    summaries written before schema 3; ``group_id`` before schema 4), with that column added
+    as missing values, in ``SUMMARY``'s order."""
     for field in SUMMARY:
         if field.name not in frame:
             frame[field.name] = pd.Series(np.nan, index=frame.index, dtype=field.type.to_pandas_dtype()) \
                 if pa.types.is_floating(field.type) else pd.Series(pd.NA, index=frame.index, dtype=object)
-    return frame
+    return frame[SUMMARY.names + [c for c in frame.columns if c not in SUMMARY.names]]
 
 
 def run_summary(store: Store, run_id: str, epochs: tuple[int, int] | None = None) -> pd.DataFrame:
@@ -323,6 +324,7 @@ def sample_summary(
     averaged["never_learned"] = never_learned.where(grouped["never_learned"].count() > 0, pd.NA)
     averaged["final_correct"] = grouped["final_correct"].mean()
     averaged["presentations"] = grouped["presentations"].sum()
+    averaged["group_id"] = grouped["group_id"].first()  # the first run's group where runs differ
     # The sequence columns last, as in a single run's summary.
     averaged = averaged[[c for c in averaged.columns if c not in SEQUENCE_COLUMNS] + list(SEQUENCE_COLUMNS)]
     averaged["num_runs"] = grouped.size()

@@ -23,7 +23,11 @@ parameters not in the file take the defaults of ``store.curriculum.registry``):
   batch's loss weights by ``batch_size * softmax(g(l~)/tau)`` (each presentation
   records the weight actually trained with, that factor included);
 * ``keep_steps``: an epoch has as many samples as the full dataset (the parent's step
-  count), cycling through the kept ones, so pruned runs compare fairly.
+  count), cycling through the kept ones, so pruned runs compare fairly;
+* group weights (strategy ``group-weights``): nothing more than their per-sample weights
+  (each sample's group's weight, built from the source run's groups); the rerun's batches
+  come from the same task, so its groups are recorded again, and the table is kept on the
+  attachment (``group_weights``) and in the curriculum label recorded with the run.
 """
 
 from __future__ import annotations
@@ -176,6 +180,8 @@ class CurriculumAttachment:
     curriculum_label: str | None = None
     #: InfoBatch changes the epoch length: the Trainer must rebuild the loader per epoch
     reload_dataloaders_every_n_epochs: int = 0
+    #: the group-weights table the file was built from (``{group name: weight}``), or None
+    group_weights: dict[str, float] | None = None
 
 
 def sow_hook(g: str, delta: float, tau: float) -> Callable[[Tensor, Tensor], Tensor]:
@@ -255,4 +261,5 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
         parent_run_id=parent,
         curriculum_label=f"{path.name}: {curriculum.label}",
         reload_dataloaders_every_n_epochs=reload_every,
+        group_weights=curriculum.group_weights,
     )

@@ -6,6 +6,7 @@ Torch-free (the dashboard imports it). One module per concern:
   per-sample summary (``store.sample_summary``) that return one row per sample
   ``sample_id, weight`` (``weight`` 0 = pruned) and, for pacing, ``start_epoch, stage``;
   ``ranking`` holds what they share;
+* ``groups``: the group-weights table (a weight per group name) and its builder;
 * ``online``: the rules ``training.curriculum_run`` applies while a run trains
   (InfoBatch, loss-based reweighting); they are stored as a rule + parameters;
 * ``registry``: every strategy's name, builder, parameters and defaults, in one place;
@@ -43,6 +44,7 @@ from store.curriculum.format import (
     validate_metadata,
     validate_table,
 )
+from store.curriculum.groups import by_group_weights, check_group_weights, parse_group_weights
 from store.curriculum.online import SOW_FUNCTIONS, infobatch_plan, normalise_losses, sow_g, sow_weights
 from store.curriculum.outcome import class_accuracy, fate_table, sample_fate
 from store.curriculum.pace import PACINGS, anti_curriculum, available_count, easy_to_hard, pacing_fraction, self_paced
@@ -77,6 +79,8 @@ __all__ = [
     "check_writable",
     "available_count",
     "build_curriculum",
+    "by_group_weights",
+    "check_group_weights",
     "class_accuracy",
     "class_balance",
     "curricula_dir",
@@ -95,6 +99,7 @@ __all__ = [
     "load_curriculum",
     "normalise_losses",
     "pacing_fraction",
+    "parse_group_weights",
     "sample_fate",
     "save_curriculum",
     "save_to_store",

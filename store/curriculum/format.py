@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.curriculum.errors import CurriculumError
+from store.curriculum.groups import check_group_weights
 from store.curriculum.registry import check_online, online_strategy
 from store.files import atomic_path, is_temporary, json_text, write_atomic, write_text_atomic
 
@@ -52,6 +53,12 @@ class Curriculum:
         return self.metadata.get("online")
 
     @property
+    def group_weights(self) -> dict[str, float] | None:
+        """The group-weights table the file was built from (``{group name: weight}``), or None."""
+        table = (self.metadata.get("params") or {}).get("group_weights")
+        return None if table is None else dict(table)
+
+    @property
     def label(self) -> str:
         """Short human-readable name recorded with the rerun (``run.json: curriculum``)."""
         meta = self.metadata
@@ -61,6 +68,8 @@ class Curriculum:
         if meta.get("score"):
             parts.append(str(meta["score"]))
         for key, value in sorted((meta.get("params") or {}).items()):
+            if isinstance(value, dict):  # a table (group_weights): {docs: 2, code: 0.5}
+                value = "{" + ", ".join(f"{name}: {weight:g}" for name, weight in value.items()) + "}"
             parts.append(f"{key}={value}")
         return " ".join(parts)
 
@@ -228,6 +237,15 @@ def validate_metadata(metadata: dict[str, Any] | None, path: Path) -> dict[str, 
     if version > FORMAT_VERSION:
         raise _fail(path, f"format_version {version} is newer than this trainmap reads ({FORMAT_VERSION}); upgrade trainmap")
     metadata["format_version"] = version
+    params = metadata.get("params")
+    if isinstance(params, dict) and params.get("group_weights") is not None:
+        table = params["group_weights"]
+        try:
+            if not isinstance(table, dict):
+                raise CurriculumError(f"group_weights must be an object {{name: weight}}, got {table!r}")
+            metadata["params"] = {**params, "group_weights": check_group_weights(table)}
+        except CurriculumError as error:
+            raise _fail(path, str(error)) from None
     online = metadata.get("online")
     if online is not None:
         try:

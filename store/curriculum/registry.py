@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from store.curriculum.errors import CurriculumError
+from store.curriculum.groups import TABLE_FORMS, by_group_weights, parse_group_weights
 from store.curriculum.online import SOW_FUNCTIONS, check_infobatch, check_sow, online_only
 from store.curriculum.pace import PACINGS, anti_curriculum, check_pacing, easy_to_hard, self_paced
 from store.curriculum.prune import keep_easy, keep_hard, keep_offset, keep_random, keep_stratified
@@ -42,6 +43,8 @@ NOISE_DEFAULTS: dict[str, Any] = {"fraction": None, "threshold": None, "mode": "
 NOISE_FRACTION = 0.1
 INFOBATCH_DEFAULTS: dict[str, Any] = {"prune_ratio": 0.5, "delta": 0.875}
 LOSS_REWEIGHT_DEFAULTS: dict[str, Any] = {"g": "linear-upper", "delta": 1.0, "tau": 1.0}
+#: no table: every sample weighs default_weight (``trainmap curriculum`` asks for a table)
+GROUP_WEIGHTS_DEFAULTS: dict[str, Any] = {"group_weights": None, "default_weight": 1.0}
 
 
 # -- parameters ------------------------------------------------------------------------------
@@ -50,8 +53,11 @@ LOSS_REWEIGHT_DEFAULTS: dict[str, Any] = {"g": "linear-upper", "delta": 1.0, "ta
 @dataclass(frozen=True)
 class Param:
     name: str
+    #: float, int, a tuple of choices, or dict (a table: group_weights)
     kind: type | tuple[str, ...]
     help: str
+    #: how the command line shows the value (default: the kind's name)
+    metavar: str | None = None
 
 
 PARAMS: dict[str, Param] = {
@@ -76,6 +82,10 @@ PARAMS: dict[str, Param] = {
               f"({INFOBATCH_DEFAULTS['delta']}); loss-reweight: bound of the normalised loss"),
         Param("tau", float, "loss-reweight: softmax temperature"),
         Param("g", SOW_FUNCTIONS, "loss-reweight: g function"),
+        Param("group_weights", dict, f"group-weights: a weight per group, {TABLE_FORMS}",
+              metavar="NAME=WEIGHT,...|FILE"),
+        Param("default_weight", float, "group-weights: weight of samples whose group the table does not name, "
+              f"or that have no group ({GROUP_WEIGHTS_DEFAULTS['default_weight']:g})"),
     )
 }
 
@@ -85,6 +95,8 @@ def coerce_param(name: str, value: Any) -> Any:
     spec = PARAMS[name]
     if value is None:
         return None
+    if spec.kind is dict:
+        return parse_group_weights(value)
     if isinstance(spec.kind, tuple):
         if value not in spec.kind:
             raise CurriculumError(f"{name} must be one of {', '.join(spec.kind)}, got {value!r}")
@@ -170,6 +182,8 @@ STRATEGIES: dict[str, Strategy] = {
                  extra_scores=(CARTOGRAPHY,), modes={"hard": downweight_noise_hard, "soft": downweight_noise_soft},
                  prepare=noise_params),
         Strategy("class-balance", "reweight", "equal total weight per class", class_balance, {}, needs_score=False),
+        Strategy("group-weights", "reweight", "a weight per group (domain, skill, source) from a table",
+                 by_group_weights, {**GROUP_WEIGHTS_DEFAULTS}, needs_score=False),
         Strategy("easy-to-hard", "pace", "curriculum with a pacing function", easy_to_hard, {**PACING_DEFAULTS}),
         Strategy("anti-curriculum", "pace", "hardest first with a pacing function", anti_curriculum,
                  {**PACING_DEFAULTS}),

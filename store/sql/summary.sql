@@ -3,6 +3,9 @@
 -- epochs that loss, EL2N, GraNd and the token means are averaged over (Data Diet scores
 -- "at chosen epochs"); forgetting, cartography and AUM always use every presentation.
 --
+-- group_id is the group (presentations.group_id) of the sample's latest presentation that
+-- carried one (a dataset gives each sample one group); NULL when its batches gave none.
+--
 -- Every output kind (run.json "output_kind") is summarised by this one query:
 --   classification  every column but token_accuracy / token_count;
 --   sequence        one row per sequence: loss, p_true, el2n, margin are token means and
@@ -15,7 +18,7 @@
 WITH ordered AS (
     SELECT
         sample_id, epoch, step, loss, p_true, el2n, correct, margin, grand_last,
-        token_accuracy, token_count,
+        token_accuracy, token_count, group_id,
         lag(correct) OVER (PARTITION BY sample_id ORDER BY epoch, step) AS previous_correct
     FROM presentations
 ),
@@ -47,7 +50,8 @@ dynamics AS (
         arg_max(correct, step) AS final_correct,
         -- Sequences: mean token accuracy and mean number of tokens that count.
         avg(token_accuracy) FILTER (WHERE epoch BETWEEN $epoch_min AND $epoch_max) AS token_accuracy,
-        avg(token_count) FILTER (WHERE epoch BETWEEN $epoch_min AND $epoch_max) AS token_count
+        avg(token_count) FILTER (WHERE epoch BETWEEN $epoch_min AND $epoch_max) AS token_count,
+        arg_max(group_id, step) FILTER (WHERE group_id IS NOT NULL) AS group_id
     FROM ordered
     GROUP BY sample_id
 ),
@@ -75,6 +79,7 @@ SELECT
     d.aum,
     d.final_correct,
     d.presentations,
+    d.group_id,
     d.token_accuracy,
     d.token_count
 FROM samples AS s

@@ -13,6 +13,7 @@ step curves, top-k tables.
 - ``store.views.samples``: hardest samples, one sample's record, the sample-id range
 - ``store.views.agreement``: two runs' agreement on a score
 - ``store.views.curriculum_effects``: a curriculum's weights laid over a run's samples
+- ``store.views.groups``: per-group loss curves and each group's spread of a score
 
 This package re-exports the public names for outside users; code inside ``store/``
 imports them from their modules.
@@ -31,6 +32,7 @@ from store.views.curriculum_effects import (
     weight_map_points,
 )
 from store.views.distributions import forgetting_counts, region_counts, score_histogram, score_histograms
+from store.views.groups import group_epoch_curves, group_loss_curves, group_score_boxes
 from store.views.results import Agreement, Histogram, Sampled
 from store.views.run import data_map, recorded_scores, sample_count, step_curves, summary_overview
 from store.views.samples import hardest_samples, sample_id_range, sample_record
@@ -43,6 +45,9 @@ __all__ = [
     "curriculum_preview",
     "data_map",
     "forgetting_counts",
+    "group_epoch_curves",
+    "group_loss_curves",
+    "group_score_boxes",
     "hardest_samples",
     "last_epoch_class_accuracy",
     "recorded_scores",

@@ -2,6 +2,7 @@
 
     trainmap curriculum --run ID [--run ID2] --score aum --strategy downweight-noise \\
         --fraction 0.2 -o cur.parquet
+    trainmap curriculum --run ID --strategy group-weights --group-weights docs=2,code=0.5
 
 Writes ``-o FILE`` (.parquet, or .csv + FILE.csv.json) and a copy into
 ``<store>/curricula/``; prints the file path and a one-line summary. Torch-free.
@@ -18,8 +19,9 @@ from training.cli.common import CliError, add_store_argument, epoch_range, open_
 
 
 def param_type(kind: Any) -> Callable[[str], Any]:
-    """The argparse type of a registry parameter: its kind, or ``str`` for a choice."""
-    if isinstance(kind, tuple):
+    """The argparse type of a registry parameter: its kind, or ``str`` for a choice or a
+    table (the registry reads the table)."""
+    if isinstance(kind, tuple) or kind is dict:
         return str
     return kind
 
@@ -51,7 +53,7 @@ def add_parser(commands: Any) -> None:
         parser.add_argument(
             f"--{param.name.replace('_', '-')}", dest=f"param_{param.name}", default=None,
             type=param_type(kind), choices=list(kind) if isinstance(kind, tuple) else None,
-            metavar=None if isinstance(kind, tuple) else kind.__name__.upper(), help=param.help,
+            metavar=None if isinstance(kind, tuple) else param.metavar or kind.__name__.upper(), help=param.help,
         )
     parser.add_argument("-o", "--output", default=None, metavar="FILE",
                         help="write .parquet or .csv (+ FILE.csv.json); default: only the copy in <store>/curricula/")
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from store.curriculum.build import build_curriculum
     from store.curriculum.errors import CurriculumError
     from store.curriculum.format import check_writable, save_curriculum, save_to_store
+    from store.groups import with_group_names
 
     output = Path(args.output) if args.output else None
     if output is not None:
@@ -74,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
     epochs = epoch_range(args.epochs)
     params = {key[len("param_"):]: value for key, value in vars(args).items()
               if key.startswith("param_") and value is not None}
+    if args.strategy == "group-weights" and "group_weights" not in params:
+        raise CliError("strategy group-weights needs --group-weights NAME=WEIGHT,... (e.g. docs=2,code=0.5) "
+                       "or a .csv (group,weight) / .json file")
     tasks = {store.run_info(run_id).get("task") for run_id in ids}
     if len(tasks) > 1:
         raise CliError(f"the runs belong to different tasks ({', '.join(sorted(map(str, tasks)))})")
     try:
-        summary = sample_summary(store, ids, epochs)
+        summary = with_group_names(store, ids, sample_summary(store, ids, epochs))
         curriculum = build_curriculum(
             summary, args.strategy, args.score, seed=args.seed, task=tasks.pop(),
             source_runs=ids, name=args.name, **params,
@@ -97,6 +103,14 @@ def run(args: argparse.Namespace) -> int:
         weights = curriculum.weights_for(summary["sample_id"].to_numpy())
         line += (f"; of {int(noisy.sum())} flipped labels {int((weights[noisy] == 0).sum())} pruned, "
                  f"{int(((weights[noisy] > 0) & (weights[noisy] < 0.5)).sum())} down-weighted below 0.5")
+    if curriculum.group_weights is not None and "group" in summary:
+        import pandas as pd
+
+        weights = pd.DataFrame({"group": summary["group"],
+                                "weight": curriculum.weights_for(summary["sample_id"].to_numpy())})
+        per_group = weights.dropna(subset=["group"]).groupby("group")["weight"].agg(["first", "size"])
+        line += "; weight per group: " + ", ".join(
+            f"{name} {row['first']:g} ({int(row['size'])} samples)" for name, row in per_group.iterrows())
     print(line, file=sys.stderr)
     print(f"saved {copy}", file=sys.stderr)
     print(str(output if output is not None else copy))
