@@ -53,6 +53,9 @@ _EXPORTS = {
     "sample_id_range": "store.views.samples",
     "sample_record": "store.views.samples",
     "score_agreement": "store.views.agreement",
+    "group_scores": "store.groups",
+    "group_step_loss": "store.groups",
+    "group_epoch_metrics": "store.groups",
 }
 
 __all__ = list(_EXPORTS)
