@@ -25,6 +25,8 @@ import logging
 import os
 import secrets
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,15 @@ from store.schema import SAMPLES, SEGMENT_TABLES, conform
 logger = logging.getLogger(__name__)
 
 STORE_MARKER = "store.json"
-RUN_STATUSES = ("running", "finished", "failed")
+#: ``interrupted``: stopped by a signal (Ctrl-C, SIGTERM) or found dead by a reader
+#: (``Store.run_state``); its recorded epochs are kept, like a failed run's.
+RUN_STATUSES = ("running", "finished", "failed", "interrupted")
+#: The file a running run's training process touches every ``HEARTBEAT_SECS``.
+HEARTBEAT_FILE = "heartbeat"
+HEARTBEAT_SECS = 10.0
+#: A ``running`` run whose heartbeat is older than this is shown ``interrupted``: its
+#: process was killed with its whole group, or its node died (``Store.run_state``).
+STALE_AFTER_SECS = 120.0
 DEFAULT_STORE = "trainmap_runs"
 
 
@@ -57,6 +67,32 @@ def new_run_id() -> str:
     """Sortable by creation time, unique across processes: ``20261124-123005-3fa9c1``."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _gone(run_path: Path, info: dict[str, Any], now: float) -> str | None:
+    """Why a run that says ``running`` has no live training process, or None."""
+    try:
+        beat = (run_path / HEARTBEAT_FILE).stat().st_mtime
+    except OSError:
+        beat = None
+    if beat is not None and now - beat > STALE_AFTER_SECS:
+        since = dt.datetime.fromtimestamp(beat, dt.timezone.utc).isoformat(timespec="seconds")
+        return (f"no heartbeat from its training process since {since} (more than {STALE_AFTER_SECS:.0f} s): "
+                "killed, out of memory, or its node went down; the recorded epochs are kept")
+    pid = info.get("pid")
+    if info.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+        return f"its training process (pid {pid}) is no longer running; the recorded epochs are kept"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, another user's
+    return True
 
 
 class Store:
@@ -148,9 +184,32 @@ class Store:
             "parent_run_id": parent_run_id,
             "curriculum": curriculum,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
         }
         write_json_atomic(path / "run.json", info)
         return run_id
+
+    def beat(self, run_id: str) -> None:
+        """Say that ``run_id``'s training process is alive now (its heartbeat file's time)."""
+        (self.run_dir(run_id) / HEARTBEAT_FILE).touch()
+
+    def run_state(self, run_id: str, now: float | None = None) -> dict[str, Any]:
+        """run.json as a reader should show it. A run that says ``running`` but whose
+        training process is gone is ``interrupted``, with an error saying why:
+
+        - its heartbeat (``HEARTBEAT_FILE``) is older than ``STALE_AFTER_SECS``: killed with
+          its whole process group, out of memory, or its node died;
+        - or it was started on this host and its pid no longer exists.
+
+        Nothing is written: the stored status stays as the writer left it, so a resumed run
+        or a late writer is not contradicted (``trainmap runs`` and the dashboard read this)."""
+        info = self.run_info(run_id)
+        if info.get("status") != "running":
+            return info
+        reason = _gone(self.run_dir(run_id), info, time.time() if now is None else now)
+        if reason is None:
+            return info
+        return {**info, "status": "interrupted", "error": reason}
 
     def update_run(self, run_id: str, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into run.json (only the writing process calls this)."""

@@ -420,7 +420,7 @@ def runs_table(store: Store) -> pd.DataFrame:
     rows = []
     for run_id in store.run_ids():
         try:
-            info = store.run_info(run_id)
+            info = store.run_state(run_id)  # a run whose process is gone reads "interrupted"
         except StoreError as error:
             logger.warning("skipping unreadable run %s: %s", run_id, error)
             continue

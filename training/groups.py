@@ -85,6 +85,23 @@ class GroupNames:
         self._names: dict[int, str] = {}
         self._new: list[int] = []
         self._kind: str | None = None  # "names" or "integers": one kind per run
+        self._with_groups = False  # the run's batches give groups (decided at the first batch)
+
+    def batch_ids(self, raw: Any, size: int, *, first: bool) -> Tensor | None:
+        """A batch's group ids (``group_tensor``), its names remembered; None when the batch
+        gives no groups. A run's batches give groups all the way or not at all: the first
+        batch decides, and a batch that differs is refused."""
+        if first:
+            self._with_groups = raw is not None
+        elif (raw is not None) != self._with_groups:
+            gave, this = ("gave", "does not") if self._with_groups else ("did not give", "does")
+            raise ValueError(f"DynamicsRecorder: the first training batch {gave} a 'group' per sample and this "
+                             f"one {this}; give every batch of a run its groups, or none")
+        if raw is None:
+            return None
+        ids, names = group_tensor(raw, size)
+        self.add(ids, names)
+        return ids
 
     def add(self, ids: Tensor, names: tuple[str, ...] | None) -> None:
         """A batch's groups by name (strings): a new name is remembered, and one whose id

@@ -3,18 +3,23 @@ created (rank zero) or reopened to resume, and where its collectives' tensors li
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from store.errors import StoreError
-from store.layout import Store
+from store.layout import HEARTBEAT_SECS, Store
 from store.recording.rows import samples_table
 from store.settings import MONITOR_DATALOADER_FIELD
 
-__all__ = ["check_settings", "create_run", "device_of", "resume_run", "store_folder"]
+__all__ = ["Heartbeat", "outcome_of", "check_settings", "create_run", "device_of", "resume_run", "store_folder"]
+
+logger = logging.getLogger(__name__)
 
 
 def check_settings(*, grad_norm_every_n_steps: Any, chunk_rows: Any, monitor_dataloader_idx: Any, flush_secs: Any) -> None:
@@ -60,7 +65,8 @@ def resume_run(
         store.reopen_run(run_id)
     store.truncate_run(run_id, epoch=epoch, step=step)
     store.update_run(
-        run_id, status="running", error=None, finished_at=None, pid=os.getpid(), max_epochs=max_epochs,
+        run_id, status="running", error=None, finished_at=None, pid=os.getpid(), host=socket.gethostname(),
+        max_epochs=max_epochs,
         **{MONITOR_DATALOADER_FIELD: monitor_dataloader_idx},
     )
 
@@ -68,3 +74,58 @@ def resume_run(
 def device_of(parameters: list[torch.nn.Parameter]) -> torch.device:
     """Where the collectives' tensors go: the model's device (NCCL needs CUDA tensors)."""
     return parameters[0].device if parameters else torch.device("cpu")
+
+
+class Heartbeat:
+    """A daemon thread that touches the run's heartbeat file every ``HEARTBEAT_SECS`` while
+    the run records (and compacts), so that readers can tell a run whose process was killed
+    with its whole group, or lost with its node, from one that is still training
+    (``store.layout.Store.run_state``). A thread, not the training loop: a long step or a
+    long compaction must not look like a dead process."""
+
+    def __init__(self, store: Store, run_id: str, every: float = HEARTBEAT_SECS) -> None:
+        self.store, self.run_id, self.every = store, run_id, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trainmap-heartbeat", daemon=True)
+        self._warned = False
+
+    def start(self) -> Heartbeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._beat()
+
+    def _beat(self) -> None:
+        try:
+            self.store.beat(self.run_id)
+        except Exception as error:  # a full disk must not stop training; say it once
+            if not self._warned:
+                self._warned = True
+                logger.warning("cannot write the heartbeat of run %s: %s", self.run_id, error)
+
+
+#: Exceptions that mean "stopped on purpose" (Ctrl-C; SIGTERM from ``timeout``, systemd,
+#: ``docker stop`` or a scheduler, as Lightning raises it), by class name: Lightning's
+#: ``SIGTERMException`` is not imported here.
+_INTERRUPTS = {
+    "KeyboardInterrupt": "interrupted by SIGINT (Ctrl-C)",
+    "SIGTERMException": "interrupted by SIGTERM (timeout, systemd, docker stop or the cluster's scheduler)",
+}
+
+
+def outcome_of(exception: BaseException) -> tuple[str, str]:
+    """The status (``failed`` or ``interrupted``) and the message a run ends with after
+    ``exception``; the recorded epochs are kept either way."""
+    for kind in type(exception).__mro__:
+        if kind.__name__ in _INTERRUPTS:
+            return "interrupted", _INTERRUPTS[kind.__name__] + "; the recorded epochs are kept"
+    text = str(exception)
+    return "failed", f"{type(exception).__name__}: {text}" if text else type(exception).__name__

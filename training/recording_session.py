@@ -39,11 +39,11 @@ from store.recording.messages import Configure, EpochTotals, Flush, RecordEpoch,
 from store.recording.process import WriterProcess
 from store.recording.rows import presentation_sums
 from training.batch import TrainingBatch
-from training.groups import GroupNames, group_tensor
+from training.groups import GroupNames
 from training.recording_buffers import ChunkBuffer, StepBuffer, ValidationLoaders
 from training.recording_collectives import default_collectives
 from training.recording_outputs import presentation_columns
-from training.recording_runs import check_settings, create_run, device_of, resume_run, store_folder
+from training.recording_runs import Heartbeat, outcome_of, check_settings, create_run, device_of, resume_run, store_folder
 from training.recording_tensors import owning_layers, parameter_grad_norms
 from training.reduce import SEQUENCE_CORRECT_THRESHOLD
 from training.sample_keys import SampleKeys, sample_id_tensor
@@ -63,13 +63,11 @@ class Recorder:
         store: store folder (created if missing) or a ``store.Store``.
         run_name: a human-readable name for the run (default: the run id).
         task, model_name, seed, config: recorded with the run for listing and filtering.
-        samples: optional table with ``sample_id, label`` and optionally
-            ``original_label, label_noisy``.
+        samples: optional table ``sample_id, label[, original_label, label_noisy]``.
         parent_run_id, curriculum: lineage of a rerun.
-        model: the model being trained: its parameters' gradient norms are recorded by
-            ``log_step`` (per layer), unless ``record_grad_norms`` is False.
-        record_grad_norms, grad_norm_every_n_steps: gradient norms at the steps that are a
-            multiple of this (``1``: every step).
+        model: the model trained: ``log_step`` records its gradient norms per layer, unless
+            ``record_grad_norms`` is False, at the steps that are a multiple of
+            ``grad_norm_every_n_steps`` (``1``: every step).
         flush_secs, chunk_rows, monitor_dataloader_idx: as ``DynamicsRecorder``'s.
         max_epochs: recorded with the run (for progress displays).
         rank, world_size: this process's rank and the number of processes (default: ``collectives``').
@@ -134,7 +132,6 @@ class Recorder:
         self._validation = ValidationLoaders()
         self._keys = SampleKeys()
         self._groups = GroupNames()
-        self._with_groups = False  # the run's batches give groups (decided at the first batch)
         self._val: dict[str, float] | None = None
         self._layers: list[str] = []
         self._layer_owner = np.zeros(0, dtype=np.intp)
@@ -142,6 +139,7 @@ class Recorder:
         self._writer = WriterProcess()
         self._store: Store | None = None
         self._started = False
+        self._heartbeat: Heartbeat | None = None
         if model is not None:
             self.watch(model)
 
@@ -154,10 +152,6 @@ class Recorder:
         return self._store
 
     @property
-    def is_global_zero(self) -> bool:
-        return self.rank == 0
-
-    @property
     def buffered_rows(self) -> int:
         """Presentations held now, not yet sent to the writer (at most ``chunk_rows``)."""
         return self._chunk.rows
@@ -168,10 +162,9 @@ class Recorder:
         return self._chunks_sent
 
     def __getstate__(self) -> dict[str, Any]:
-        # ddp_spawn pickles callbacks: the writer process and cached store stay behind.
+        # ddp_spawn pickles callbacks: the writer process, heartbeat and cached store stay behind.
         state = dict(self.__dict__)
-        state["_writer"] = None
-        state["_store"] = None
+        state.update(_writer=None, _store=None, _heartbeat=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -205,10 +198,11 @@ class Recorder:
         """Create the run (rank zero; the others receive its id) or, when ``run_id`` is set,
         continue it from ``resume_epoch``/``resume_step`` (rows from there on are dropped);
         start this rank's writer process. Returns the run id."""
-        run_id = None
-        if self.is_global_zero:
-            run_id = self._create_or_resume(resume_epoch, resume_step)
+        run_id = self._create_or_resume(resume_epoch, resume_step) if self.rank == 0 else None
         self.run_id = self.collectives.broadcast(run_id, src=0)
+        if self.rank == 0:  # readers tell a dead run from a live one by it (Store.run_state)
+            self._stop_heartbeat()
+            self._heartbeat = Heartbeat(self.store, self.run_id).start()
         self.epoch = resume_epoch if resume_epoch is not None else self.epochs_recorded
         self.output_kind = None  # checked again at this start's first batch
         self._writer.start(Configure(
@@ -269,13 +263,14 @@ class Recorder:
         self._writer.close()
         self._started = False
         self.collectives.barrier("trainmap_compact")
-        if self.is_global_zero:
+        if self.rank == 0:
             store = self.store
             # Imported here: DuckDB and pandas stay out of the training process until the end.
             from store.queries import compact_run
 
             compact_run(store, self.run_id)
             store.update_run(self.run_id, status="finished", finished_at=utc_now())
+            self._stop_heartbeat()
         self.collectives.barrier("trainmap_finished")
 
     def fail(self, exception: BaseException) -> None:
@@ -288,13 +283,19 @@ class Recorder:
             self._writer.close()
         except Exception:  # the original exception matters more than a write error
             logger.exception("could not write the last segments of run %s", self.run_id)
-        if self.run_id is None or not self.is_global_zero:
+        self._stop_heartbeat()
+        if self.run_id is None or self.rank != 0:
             return
-        message = f"{type(exception).__name__}: {exception}"
+        status, message = outcome_of(exception)
         try:
-            self.store.update_run(self.run_id, status="failed", error=message, finished_at=utc_now())
+            self.store.update_run(self.run_id, status=status, error=message, finished_at=utc_now())
         except StoreError:
-            logger.exception("could not mark run %s as failed", self.run_id)
+            logger.exception("could not mark run %s as %s", self.run_id, status)
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
 
     def _flush(self) -> None:
         if self.run_id is not None and self._writer.running:
@@ -353,15 +354,8 @@ class Recorder:
             self._keys.add(parts.sample_keys, parts.sample_ids)  # refuses a collision
         batch = presentation_columns(outputs, parts, self.output_kind, feature_sqnorm)
         columns = batch.columns
-        if self.output_kind is None:
-            self._with_groups = parts.groups is not None
-        elif (parts.groups is not None) != self._with_groups:
-            first, this = ("gave", "does not") if self._with_groups else ("did not give", "does")
-            raise ValueError(f"DynamicsRecorder: the first training batch {first} a 'group' per sample and this "
-                             f"one {this}; give every batch of a run its groups, or none")
-        if parts.groups is not None:
-            ids, names = group_tensor(parts.groups, batch.size)
-            self._groups.add(ids, names)
+        ids = self._groups.batch_ids(parts.groups, batch.size, first=self.output_kind is None)
+        if ids is not None:
             columns = {**columns, "group_id": ids}
         if self.output_kind is None:
             self._first_batch(batch.kind, columns)
@@ -374,7 +368,7 @@ class Recorder:
         if group_ids is not None and group_ids.numel() and int(group_ids.min()) < 0:  # one sync, first batch
             raise ValueError(f"DynamicsRecorder: a batch's integer groups must be >= 0; got {int(group_ids.min())}")
         self.output_kind = kind
-        if self.is_global_zero and self.run_id is not None:
+        if self.rank == 0 and self.run_id is not None:
             fields: dict[str, Any] = {"output_kind": kind}
             if kind == "sequence":  # the rule forgetting events use, for readers to state
                 fields["sequence_correct_threshold"] = SEQUENCE_CORRECT_THRESHOLD
@@ -400,25 +394,24 @@ class Recorder:
 
     def record_loss(self, step: int, loss: Tensor | float) -> None:
         """The training loss at optimizer ``step`` (micro-batches of one step: their mean)."""
-        if self.is_global_zero:
+        if self.rank == 0:
             self._steps.add_loss(step, loss if isinstance(loss, Tensor) else torch.tensor(float(loss)))
 
     def record_lr(self, step: int, lr: float) -> None:
-        if self.is_global_zero:
+        if self.rank == 0:
             self._steps.add_lr(step, float(lr))
 
     def measure_grad_norms(self, step: int) -> None:
         """The gradient norm of every watched parameter, on the steps the schedule picks
         (no host sync: they stay tensors until the epoch ends)."""
-        if not self.is_global_zero or not self.record_grad_norms or not self._parameters \
+        if self.rank != 0 or not self.record_grad_norms or not self._parameters \
                 or step % self.grad_norm_every_n_steps:
             return
         self._steps.add_grad_norms(step, parameter_grad_norms(self._parameters))
 
     def log_step(self, step: int, *, loss: Tensor | float | None = None, lr: float | None = None) -> None:
-        """Record optimizer ``step``: its loss, learning rate and (with a watched ``model``,
-        on the schedule) gradient norms. Call it after ``backward()`` and before
-        ``zero_grad()`` for the gradient norms to be there."""
+        """Record optimizer ``step``: loss, learning rate and (a watched ``model``, on the
+        schedule) gradient norms: call it after ``backward()``, before ``zero_grad()``."""
         self._require_started("log_step")
         if loss is not None:
             self.record_loss(step, loss)
@@ -438,22 +431,22 @@ class Recorder:
 
     def end_validation(self, loaders: int | None = None, device: torch.device | None = None) -> None:
         """Sum the epoch's validation batches over ranks and record them (``end_epoch`` does
-        it when this was not called). ``loaders``: how many validation loaders there are
-        (the same on every rank; default: those seen)."""
+        it if needed). ``loaders``: the number of loaders, the same on every rank (default: seen)."""
         if self.run_id is None:
             return
-        loaders = loaders if loaders is not None else (max(self._validation.loaders) + 1 if self._validation.loaders else 0)
-        if self._validation.loaders and self.monitor_dataloader_idx >= loaders:
+        seen = self._validation.loaders
+        loaders = loaders if loaders is not None else (max(seen) + 1 if seen else 0)
+        if seen and self.monitor_dataloader_idx >= loaders:
             raise ValueError(
                 f"DynamicsRecorder: monitor_dataloader_idx={self.monitor_dataloader_idx}, but there are "
                 f"{loaders} validation dataloader(s); expected an index in [0, {loaders})"
             )
-        device = device or device_of(self._parameters)
         now = dt.datetime.now(dt.timezone.utc)
+        device = device or device_of(self._parameters)
         for row in self._validation.reduced(self.collectives, device, loaders, self.epoch, now):
             if row.dataloader_idx == self.monitor_dataloader_idx:
                 self._val = {"loss": row.loss_sum / row.count, "accuracy": row.correct_sum / row.count}
-            if self.is_global_zero:
+            if self.rank == 0:
                 self._writer.send(row)
         self._validation.clear()
 
@@ -483,7 +476,7 @@ class Recorder:
             )
         totals = EpochTotals(loss_sum, None if self.output_kind == "loss" else correct_sum, count)
         val = self._val
-        if self.is_global_zero:
+        if self.rank == 0:
             self.epochs_recorded = self.epoch + 1
             val_accuracy = val["accuracy"] if val else None
             if val_accuracy is not None and (self.best_val_accuracy is None or val_accuracy > self.best_val_accuracy):

@@ -168,7 +168,12 @@ def serve(spool: Path, parent_pid: int, stdin: BinaryIO | None = None, stdout: B
     with the first error since the previous one (or None); at the end of input write what
     is queued, and if the training process ``parent_pid`` went away without ``Close``,
     keep what it sent and mark its run failed. ``spool`` is removed at the end."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, SIGTERM and SIGHUP sent to the whole process group (a terminal, `timeout`,
+    # systemd, docker stop, a dropped SSH session) are for the training process: this one
+    # writes what it was handed and ends when the training process closes the pipe or dies.
+    for number in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if number is not None:
+            signal.signal(number, signal.SIG_IGN)
     try:
         os.nice(19)
     except (AttributeError, OSError):

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from store.errors import StoreError
-from store.layout import Store
+from store.layout import HEARTBEAT_FILE, Store
 from store.queries import SUMMARY, run_summary
 from store.schema import select_list
 from store.scores import get_score
@@ -34,7 +34,7 @@ def run_version(store: Store, run_id: str) -> tuple[tuple[str, int, int], ...]:
     run_path = store.run_dir(run_id)
     entries = []
     for path in sorted(run_path.rglob("*")):
-        if path.name.endswith(".tmp"):
+        if path.name.endswith(".tmp") or path.name == HEARTBEAT_FILE:  # a heartbeat changes no data
             continue
         try:
             stat = path.stat()

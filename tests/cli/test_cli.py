@@ -224,7 +224,7 @@ def test_ctrl_c_keeps_what_was_recorded_and_says_so(tmp_path):
     assert stderr.strip().endswith("trainmap: interrupted")
     (run_id,) = store.run_ids()
     info = store.run_info(run_id)
-    assert info["status"] == "failed" and "KeyboardInterrupt" in info["error"]
+    assert info["status"] == "interrupted" and "interrupted by SIGINT (Ctrl-C)" in info["error"]
     done = info["epochs_done"]
     assert 2 <= done < 500
     rows = dynamics(store, run_id)

@@ -209,6 +209,20 @@ def test_a_per_sample_loss_from_a_plain_loop(tmp_path):
     assert Store(tmp_path / "store").run_info(rec.run_id)["output_kind"] == "loss"
 
 
+def test_an_interrupt_ends_the_run_interrupted_and_keeps_its_epochs(tmp_path):
+    x, y, ids, _ = data()
+    with pytest.raises(KeyboardInterrupt):
+        with Recorder(tmp_path / "store", task="tiny") as rec:
+            rec.log_batch(ids, torch.zeros(NUM_SAMPLES, 4), y, step=0)
+            rec.end_epoch()
+            rec.log_batch(ids[:8], torch.zeros(8, 4), y[:8], step=1)
+            raise KeyboardInterrupt
+    store = Store(tmp_path / "store")
+    info = store.run_info(rec.run_id)
+    assert info["status"] == "interrupted" and info["error"].startswith("interrupted by SIGINT (Ctrl-C)")
+    assert info["epochs_done"] == 1 and len(dynamics(store, rec.run_id)) == NUM_SAMPLES  # the half epoch dropped
+
+
 def test_misuse_is_refused_with_one_line_saying_what_to_do(tmp_path):
     x, y, ids, _ = data()
     rec = Recorder(tmp_path / "store", task="tiny")
