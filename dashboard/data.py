@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import streamlit as st
 
 from store.curriculum import (
@@ -304,3 +305,77 @@ def curriculum_weights(summary: pd.DataFrame, curriculum: Curriculum) -> np.ndar
 def sample_fate_table(parent: pd.DataFrame, rerun: pd.DataFrame, curriculum: Curriculum) -> pd.DataFrame:
     """What happened to the pruned and down-weighted samples, per group and noise flag."""
     return fate_table(sample_fate(parent, rerun, curriculum))
+
+
+# -- sequences (text samples) --
+
+#: The schema-metadata key of a dataset file whose ``x`` holds the byte values of text, and
+#: its value, the text's encoding (``training.pydoc_lm.text_dataset_table`` writes it).
+TEXT_ENCODING_KEY = b"trainmap.encoding"
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def dataset_text_encoding(root: str, task: str, mtime_ns: int) -> str | None:
+    """The encoding of the text whose bytes the task's dataset file stores as ``x``
+    (``"utf-8"``), or None for inputs that are not text (or no dataset file)."""
+    del mtime_ns
+    path = dataset_path(root, task)
+    if not path.exists():
+        return None
+    metadata = pq.read_schema(path).metadata or {}
+    encoding = metadata.get(TEXT_ENCODING_KEY)
+    return encoding.decode("ascii") if encoding else None
+
+
+__all__ += ["TEXT_ENCODING_KEY", "dataset_text_encoding"]
+
+
+# -- groups --
+# The groups (domain, skill, source) a run's batches gave their samples (``store.groups``):
+# imported here so that this section of the shared module stays one block.
+from store.groups import group_names as store_group_names  # noqa: E402
+from store.groups import with_group_names  # noqa: E402
+from store.views import groups as group_views  # noqa: E402
+
+#: Curve points of all groups together, at most (bucket means beyond).
+MAX_GROUP_CURVE_POINTS = 4_000
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_groups(root: str, run_id: str, version: tuple) -> list[str]:
+    """The names of the run's groups, sorted (empty when its batches gave none)."""
+    del version
+    return sorted(store_group_names(Store(root), run_id)["group"].astype(str))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def group_loss_curves(root: str, run_id: str, version: tuple,
+                      max_points: int = MAX_GROUP_CURVE_POINTS) -> Sampled:
+    """Mean loss per group and step, bucket means past ``max_points`` (``store.views.group_loss_curves``)."""
+    del version
+    return group_views.group_loss_curves(Store(root), run_id, max_points)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def group_epoch_curves(root: str, run_id: str, version: tuple) -> pd.DataFrame:
+    """Mean loss, accuracy and token accuracy per group and epoch."""
+    del version
+    return group_views.group_epoch_curves(Store(root), run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def group_score_boxes(root: str, run_id: str, version: tuple, score: str) -> pd.DataFrame:
+    """Each group's quartiles, minimum, maximum and mean of a per-sample score."""
+    del version
+    return group_views.group_score_boxes(Store(root), run_id, score)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def sample_summary_with_groups(root: str, run_ids: tuple[str, ...], versions: tuple) -> pd.DataFrame:
+    """``sample_summary`` with each sample's group name (a ``group`` column when the runs have
+    groups): what the group-weights curriculum builds from."""
+    return with_group_names(Store(root), list(run_ids), sample_summary(root, run_ids, versions))
+
+
+__all__ += ["MAX_GROUP_CURVE_POINTS", "group_epoch_curves", "group_loss_curves", "group_score_boxes",
+            "run_groups", "sample_summary_with_groups"]

@@ -137,3 +137,12 @@ def unrecorded_scores_note(kind: str, missing: list[str]) -> str:
         return (f"Not available for this run ({names}): they need p(label), the margin or "
                 f"correctness, and this run recorded only a per-sample loss; to get them, {RECORD_PROBABILITIES}.")
     return f"Not recorded in this run: {names}."
+
+
+def decoded_text(values: np.ndarray, encoding: str) -> str:
+    """A text sample stored as its byte values (floats or integers in [0, 255]) as text; a
+    byte sequence cut inside a multi-byte character shows U+FFFD there."""
+    data = np.asarray(values).reshape(-1)
+    if data.size and (np.any(data < 0) or np.any(data > 255) or np.any(data != np.round(data))):
+        raise ValueError(f"a text sample holds byte values in [0, 255]; got values in [{data.min()}, {data.max()}]")
+    return data.astype(np.uint8).tobytes().decode(encoding, errors="replace")

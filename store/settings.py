@@ -11,8 +11,8 @@ import math
 
 #: The built-in tasks and models of ``trainmap train``; the dashboard checks a parent's
 #: settings against them before it launches a rerun (it may not import ``training``).
-TASK_NAMES = ("mnist1d", "digits", "mnist5k")
-MODEL_NAMES = ("mlp", "cnn")
+TASK_NAMES = ("mnist1d", "digits", "mnist5k", "pydoc-lm")
+MODEL_NAMES = ("mlp", "cnn", "gpt")
 
 #: What a run's training step returned (run.json ``output_kind``): logits ``[B, C]`` with
 #: labels, logits ``[B, T, V]`` with token targets, or a per-sample loss ``[B]`` of any loss.

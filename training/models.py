@@ -1,8 +1,9 @@
-"""Classifier architectures for the built-in tasks.
+"""Architectures for the built-in tasks.
 
-Every model maps a batch of inputs to logits ``[N, num_classes]``. None of them uses
-BatchNorm: ghost-norm GraNd (``training.grand``) is exact for the layers used here, and
-BatchNorm in training mode couples the samples of a batch.
+The classifiers map a batch of inputs to logits ``[N, num_classes]``; ``gpt``
+(``training.gpt``) maps tokens ``[N, T]`` to next-token logits ``[N, T, vocab]``. None of
+them uses BatchNorm: ghost-norm GraNd (``training.grand``) is exact for the layers used
+here, and BatchNorm in training mode couples the samples of a batch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Callable
 from torch import nn
 
 from training.config import MODEL_NAMES
+from training.gpt import GPT, GPTConfig
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 256) -> nn.Module:
@@ -73,10 +75,14 @@ def cnn2d(input_shape: tuple[int, ...], num_classes: int, channels: int = 32) ->
 def build_model(model_name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Build the named architecture for inputs of ``input_shape`` (without the batch dim).
 
-    ``cnn`` picks the 1-D or 2-D CNN from the number of input dimensions.
+    ``cnn`` picks the 1-D or 2-D CNN from the number of input dimensions; for ``gpt``
+    ``input_shape`` is ``(sequence_length,)`` and ``num_classes`` the vocabulary size.
     """
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    if model_name == "gpt":
+        (sequence_length,) = input_shape
+        return GPT(GPTConfig(vocab_size=num_classes, sequence_length=sequence_length))
     if model_name == "mlp":
         return mlp(input_shape, num_classes)
     builders: dict[int, Callable[..., nn.Module]] = {1: cnn1d, 2: cnn2d}

@@ -1,11 +1,13 @@
-"""The LightningModule and datasets used by ``trainmap train``.
+"""The LightningModules and datasets used by ``trainmap train``.
 
-Batches carry sample ids and per-sample loss weights as a named tuple,
+Classification batches carry sample ids and per-sample loss weights as a named tuple,
 ``training.batch.TrainingItem(x, y, sample_id, weight)``: ``DynamicsRecorder`` reads
-``(x, y, sample_id)`` by position and the weight by its name (``training.batch``). The
-loss is the weighted mean ``mean_i(weight_i * CE_i)``: with all weights 1 it is the
-ordinary mean cross-entropy, and InfoBatch's 1/(1-r) rescaling keeps the gradient's
-expectation (Qin et al. 2024).
+``(x, y, sample_id)`` by position and the weight by its name (``training.batch``).
+Sequence batches are dicts ``{"x", "y", "sample_id", "weight", "group"}`` (``group``: each
+sample's group by name). The loss is the weighted mean ``mean_i(weight_i * CE_i)``, where
+``CE_i`` is sample i's cross-entropy (for a sequence: the mean over its counted tokens):
+with all weights 1 it is the ordinary mean, and InfoBatch's 1/(1-r) rescaling keeps the
+gradient's expectation (Qin et al. 2024).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from training.batch import TrainingItem
+from training.recording_outputs import IGNORE_INDEX
 
 
 class IndexedDataset(Dataset):
@@ -96,8 +99,93 @@ class Classifier(L.LightningModule):
         return {"loss": F.cross_entropy(logits, y), "logits": logits}
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.lr, total_steps=max(int(self.trainer.estimated_stepping_batches), 1)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return one_cycle_adamw(self, self.lr, self.weight_decay)
+
+
+def one_cycle_adamw(module: L.LightningModule, lr: float, weight_decay: float) -> dict[str, Any]:
+    """AdamW with a one-cycle schedule peaking at ``lr`` over the whole fit, stepped per batch."""
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=max(int(module.trainer.estimated_stepping_batches), 1)
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class SequenceDataset(Dataset):
+    """Token sequences as dicts ``{"x", "y", "sample_id", "weight", "group"}``: inputs and
+    targets int64 ``[T]`` (targets ``IGNORE_INDEX`` where nothing is predicted), the group a
+    string (the default collate makes a batch's groups a list of strings). ``weights`` is
+    replaced between epochs by curricula, as in ``IndexedDataset``."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, groups: tuple[str, ...] | list[str],
+                 sample_ids: np.ndarray | None = None) -> None:
+        self.x = torch.as_tensor(x, dtype=torch.long)
+        self.y = torch.as_tensor(y, dtype=torch.long)
+        if self.x.shape != self.y.shape or self.x.ndim != 2 or len(groups) != len(self.x):
+            raise ValueError(
+                f"SequenceDataset needs inputs and targets [N, T] of one shape and N groups; got "
+                f"{list(self.x.shape)}, {list(self.y.shape)} and {len(groups)} groups"
+            )
+        ids = np.arange(len(self.x)) if sample_ids is None else np.asarray(sample_ids)
+        self.sample_ids = torch.as_tensor(ids, dtype=torch.long)
+        self.groups = list(groups)
+        self.weights = torch.ones(len(self.x), dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        return {"x": self.x[position], "y": self.y[position], "sample_id": self.sample_ids[position],
+                "weight": self.weights[position], "group": self.groups[position]}
+
+
+def sequence_losses(logits: Tensor, targets: Tensor) -> Tensor:
+    """Each sequence's mean next-token cross-entropy over its counted targets, ``[B]``
+    (0 for a sequence with none)."""
+    tokens = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    counted = (targets != IGNORE_INDEX).sum(1)
+    return tokens.sum(1) / counted.clamp(min=1)
+
+
+class LanguageModel(L.LightningModule):
+    """A causal language model (``training.gpt.GPT``) trained on next-token cross-entropy,
+    with the optimiser and the online hooks of ``Classifier``. ``training_step`` returns the
+    logits ``[B, T, V]``, recorded as sequences (one row per sequence)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float,
+        weight_decay: float = 1e-2,
+        online_weights: Callable[[Tensor, Tensor], Tensor] | None = None,
+        on_batch_losses: Callable[[Tensor, Tensor], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.online_weights = online_weights
+        self.on_batch_losses = on_batch_losses
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        x, y, sample_ids, weights = batch["x"], batch["y"], batch["sample_id"], batch["weight"]
+        logits = self.model(x)
+        losses = sequence_losses(logits, y)
+        if self.on_batch_losses is not None:
+            self.on_batch_losses(sample_ids, losses.detach())
+        if self.online_weights is not None:
+            weights = weights * self.online_weights(sample_ids, losses.detach())
+        loss = (weights * losses).mean()
+        return {"loss": loss, "logits": logits, "weight": weights.detach()}
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        x, y = batch[0], batch[1]
+        logits = self.model(x)
+        loss = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE_INDEX)
+        return {"loss": loss, "logits": logits}
+
+    def configure_optimizers(self) -> Any:
+        return one_cycle_adamw(self, self.lr, self.weight_decay)

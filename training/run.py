@@ -1,4 +1,5 @@
-"""``train(config) -> run_id``: one recorded training run of a built-in task.
+"""``train(config) -> run_id``: one recorded training run of a built-in task (a classifier,
+or the ``pydoc-lm`` language model).
 
 Library code behind ``trainmap train``; it takes a frozen ``TrainConfig``
 (``training.config``), never an argparse namespace.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -20,11 +22,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from store import Store
 from training.config import TrainConfig
 from training.models import build_model
-from training.module import Classifier, IndexedDataset
+from training.module import Classifier, IndexedDataset, LanguageModel, SequenceDataset
+from training.pydoc_lm import load_pydoc_lm, text_dataset_table
 from training.recorder import DynamicsRecorder
-from training.tasks import load_task, symmetric_label_noise
+from training.tasks import SEQUENCE_TASKS, check_task_settings, load_task, symmetric_label_noise
 
 logger = logging.getLogger(__name__)
+
+#: Validation batch size (no gradients: larger than a training batch).
+VAL_BATCH_SIZE = 512
+
 
 def samples_table(sample_ids: np.ndarray, label: np.ndarray, original_label: np.ndarray, noisy: np.ndarray) -> pa.Table:
     return pa.table(
@@ -56,21 +63,65 @@ def ensure_dataset(store: Store, key: str, x: np.ndarray) -> None:
     store.write_dataset(key, table)
 
 
-def train(config: TrainConfig) -> str:
-    """Train one run, recording it into ``config.store``; return its run id."""
-    config.validate()
+@dataclass(frozen=True)
+class TaskParts:
+    """What ``train`` needs of a task: its datasets, model, LightningModule class and the
+    run's ``samples`` table (``None``: none is recorded)."""
+
+    dataset: Any  # IndexedDataset or SequenceDataset: sample_ids and weights by position
+    val_dataset: Any
+    model: Any
+    module_class: type
+    default_lr: float
+    default_batch_size: int
+    samples: pa.Table | None
+
+
+def classification_parts(config: TrainConfig, store: Store, is_worker: bool) -> TaskParts:
     task = load_task(config.task)
     noise = symmetric_label_noise(task.train_y, config.label_noise, task.num_classes, config.label_noise_seed)
     sample_ids = np.arange(len(task.train_y))
-    store = Store(config.store, create=True)
-    is_worker = int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0
     if not is_worker:
         ensure_dataset(store, config.task, task.train_x)
-
     L.seed_everything(config.seed, workers=True, verbose=False)
-    model = build_model(config.model, task.input_shape, task.num_classes)
-    dataset = IndexedDataset(task.train_x, noise.label, sample_ids)
-    batch_size = config.batch_size or task.default_batch_size
+    return TaskParts(
+        dataset=IndexedDataset(task.train_x, noise.label, sample_ids),
+        val_dataset=TensorDataset(torch.as_tensor(task.val_x), torch.as_tensor(task.val_y)),
+        model=build_model(config.model, task.input_shape, task.num_classes),
+        module_class=Classifier,
+        default_lr=task.default_lr,
+        default_batch_size=task.default_batch_size,
+        samples=samples_table(sample_ids, noise.label, noise.original_label, noise.label_noisy),
+    )
+
+
+def sequence_parts(config: TrainConfig, store: Store, is_worker: bool) -> TaskParts:
+    """``pydoc-lm``: byte sequences with a group each."""
+    task = load_pydoc_lm()
+    if not is_worker and not store.dataset_path(config.task).exists():
+        store.write_dataset(config.task, text_dataset_table(task.train))
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    return TaskParts(
+        dataset=SequenceDataset(task.train.x, task.train.y, task.train.groups),
+        val_dataset=TensorDataset(torch.as_tensor(task.val.x), torch.as_tensor(task.val.y)),
+        model=build_model(config.model, (task.sequence_length,), task.vocab_size),
+        module_class=LanguageModel,
+        default_lr=task.default_lr,
+        default_batch_size=task.default_batch_size,
+        samples=None,
+    )
+
+
+def train(config: TrainConfig) -> str:
+    """Train one run, recording it into ``config.store``; return its run id."""
+    config.validate()
+    check_task_settings(config.task, config.model, config.label_noise)
+    store = Store(config.store, create=True)
+    is_worker = int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0
+    build_parts = sequence_parts if config.task in SEQUENCE_TASKS else classification_parts
+    parts = build_parts(config, store, is_worker)
+    dataset = parts.dataset
+    batch_size = config.batch_size or parts.default_batch_size
     module_kwargs: dict[str, Any] = {}
     sampler = None
     parent_run_id = None
@@ -93,11 +144,9 @@ def train(config: TrainConfig) -> str:
         sampler=sampler,
         generator=torch.Generator().manual_seed(config.seed) if sampler is None else None,
     )
-    val_loader = DataLoader(
-        TensorDataset(torch.as_tensor(task.val_x), torch.as_tensor(task.val_y)), batch_size=512
-    )
-    module = Classifier(
-        model, lr=config.lr or task.default_lr, weight_decay=config.weight_decay, **module_kwargs
+    val_loader = DataLoader(parts.val_dataset, batch_size=VAL_BATCH_SIZE)
+    module = parts.module_class(
+        parts.model, lr=config.lr or parts.default_lr, weight_decay=config.weight_decay, **module_kwargs
     )
     grand_recording = None
     if config.grand is not None:
@@ -112,7 +161,7 @@ def train(config: TrainConfig) -> str:
         model_name=config.model,
         seed=config.seed,
         config=dataclasses.asdict(config),
-        samples=samples_table(sample_ids, noise.label, noise.original_label, noise.label_noisy),
+        samples=parts.samples,
         parent_run_id=parent_run_id,
         curriculum=curriculum_name,
         dataset_key=config.task,

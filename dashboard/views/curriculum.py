@@ -25,6 +25,13 @@ def _param_widget(strategy: str, name: str, default):
     if spec.kind is int:
         return int(st.number_input(name, value=int(default if default is not None else 1), step=1, key=key,
                                    help=spec.help))
+    if spec.kind is dict:  # a table (group_weights): NAME=WEIGHT pairs typed in; files only on the command line
+        text = st.text_input(name, value="", key=key, placeholder="docs=2,code=0.5", help=spec.help).strip()
+        if text and "=" not in text:
+            st.warning(f"{name}: type NAME=WEIGHT pairs separated by commas (e.g. docs=2,code=0.5); "
+                       "a table file is read by `trainmap curriculum --group-weights FILE` only")
+            return None
+        return text or None
     if default is None:  # optional float: off unless ticked
         use = st.checkbox(f"set {name}", value=(name == "fraction"), key=key + "_on", help=spec.help)
         if not use:
@@ -184,7 +191,7 @@ def main() -> None:
     if len(tasks) > 1:
         st.warning("The chosen runs belong to different tasks; choose runs of one task.")
         return
-    summary = data.sample_summary(root, tuple(sources), versions)
+    summary = data.sample_summary_with_groups(root, tuple(sources), versions)
     recorded = [set(data.recorded_scores(root, r, version)) for r, version in zip(sources, versions)]
     kinds = sorted({data.output_kind(info) for info in infos})
     col1, col2, col3 = st.columns(3)

@@ -287,8 +287,11 @@ def sample_view(version: tuple, scores: list[str], kind: str, definition: str, c
     with left:
         if dataset_version is not None:
             x = data.sample_input(root, task, dataset_version, int(sample_id))
+            encoding = data.dataset_text_encoding(root, task, dataset_version)
             if x is None:
                 st.caption("This sample's input is not in the store's dataset file.")
+            elif encoding is not None:
+                text_sample(x, encoding)
             else:
                 title = f"Input (label {int(record['label'])})" if has_label else "Input"
                 st.plotly_chart(charts.input_figure(x, title), key=f"input_{context}")
@@ -302,6 +305,42 @@ def sample_view(version: tuple, scores: list[str], kind: str, definition: str, c
         else:
             st.plotly_chart(charts.trajectory_figure(trajectory, "Over training"),
                             key=f"trajectory_{context}")
+
+
+def text_sample(x, encoding: str) -> None:
+    """A sample whose stored input is the bytes of a text, shown as that text."""
+    st.markdown(f"**Text** · {len(x):,} bytes")
+    st.code(formatting.decoded_text(x, encoding), language=None, wrap_lines=True)
+
+
+def groups_section(version: tuple, scores: list[str]) -> None:
+    """Per-group loss curves over steps and epochs, and each group's spread of a per-sample
+    score; nothing for a run whose batches gave no groups."""
+    from dashboard import charts_groups
+
+    groups = data.run_groups(root, run_id, version)
+    if not groups:
+        return
+    st.subheader("Groups")
+    st.caption(f"{len(groups)} groups, as the training batches gave them (a `group` per sample). Curves: the "
+               "mean loss of each group's presentations; spreads: per sample, in the group of its latest "
+               "presentation.")
+    curves = data.group_loss_curves(root, run_id, version)
+    cols = st.columns(2)
+    cols[0].plotly_chart(charts_groups.group_loss_figure(curves.frame, curves.total, groups), key="group_loss")
+    epochs = data.group_epoch_curves(root, run_id, version)
+    if not epochs.empty:
+        cols[1].plotly_chart(charts_groups.group_epoch_figure(epochs, "loss", groups), key="group_epoch_loss")
+    if not scores:
+        return
+    default = next((name for name in ("loss", "el2n") if name in scores), scores[0])
+    score = st.selectbox("Spread per group of", scores, index=scores.index(default), key="group_score",
+                         format_func=lambda name: name.replace("_", " "))
+    boxes = data.group_score_boxes(root, run_id, version, score)
+    if boxes.empty:
+        st.caption(f"No group has a value of {score} yet.")
+    else:
+        st.plotly_chart(charts_groups.group_box_figure(boxes, score, groups), key="group_box")
 
 
 @st.fragment(run_every=widgets.live_interval(first_info.get("status")))
@@ -333,6 +372,7 @@ def run_body() -> None:
         with tab, widgets.friendly_errors(f"the {view.lower()} view"):
             if view == "Curves":
                 curves_view(version, kind)
+                groups_section(version, scores)
             elif view == "Data map":
                 data_map_view(version, scores, kind, definition)
             elif view == "Scores":

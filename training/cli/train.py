@@ -19,7 +19,7 @@ from training.cli.common import (
 
 def add_parser(commands: Any) -> None:
     from training.config import MODEL_NAMES, STRATEGIES
-    from training.tasks import TASK_NAMES
+    from training.tasks import DEFAULT_EPOCHS, SEQUENCE_TASKS, TASK_NAMES
 
     parser = commands.add_parser(
         "train",
@@ -29,8 +29,15 @@ def add_parser(commands: Any) -> None:
         "extra (pip install 'trainmap[train]').",
     )
     parser.add_argument("--task", default="mnist1d", choices=TASK_NAMES, help="built-in task (default: mnist1d)")
-    parser.add_argument("--model", default="cnn", choices=MODEL_NAMES, help="network (default: cnn)")
-    parser.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default: 20)")
+    parser.add_argument(
+        "--model", default=None, choices=MODEL_NAMES,
+        help=f"network (default: cnn; gpt, a small causal transformer, for {', '.join(SEQUENCE_TASKS)})",
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None,
+        help="training epochs (default: the task's: "
+        + ", ".join(f"{task} {epochs}" for task, epochs in DEFAULT_EPOCHS.items()) + ")",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order (default: 0)")
     parser.add_argument(
         "--label-noise", type=noise_fraction, default=0.0, metavar="P",
@@ -41,7 +48,9 @@ def add_parser(commands: Any) -> None:
         help="seed of the label noise, separate from --seed so runs with different seeds "
         "share the same noisy labels (default: 0)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: the task's, 64)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, help="batch size (default: the task's, 64; pydoc-lm 16)"
+    )
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the task's)")
     parser.add_argument("--name", default=None, help="run name shown in listings (default: the run id)")
     parser.add_argument("--devices", type=positive_int, default=1, help="processes / devices (default: 1)")
@@ -74,11 +83,17 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from training.config import TrainConfig
+    from training.tasks import check_task_settings, default_epochs, default_model
 
+    model = args.model or default_model(args.task)
+    try:
+        check_task_settings(args.task, model, args.label_noise)
+    except ValueError as error:
+        raise CliError(str(error)) from error
     config = TrainConfig(
         task=args.task,
-        model=args.model,
-        epochs=args.epochs,
+        model=model,
+        epochs=args.epochs or default_epochs(args.task),
         seed=args.seed,
         label_noise=args.label_noise,
         label_noise_seed=args.label_noise_seed,
