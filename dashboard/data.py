@@ -138,15 +138,42 @@ def dataset_version(root: str, task: str) -> int | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def runs_frame(root: str, version: tuple) -> pd.DataFrame:
+def _runs_frame(root: str, version: tuple) -> pd.DataFrame:
     del version
     return runs_table(Store(root))
 
 
+def runs_frame(root: str, version: tuple) -> pd.DataFrame:
+    """The runs table; a run still "running" is looked at again (not cached): one whose
+    training process died reads "interrupted" without any of its files changing."""
+    frame = _runs_frame(root, version)
+    running = frame["status"] == "running"
+    if not running.any():
+        return frame
+    frame = frame.copy()
+    store = Store(root)
+    frame.loc[running, "status"] = [_state(store, run_id)["status"] for run_id in frame.loc[running, "run_id"]]
+    return frame
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
-def run_info(root: str, run_id: str, version: tuple) -> dict[str, Any]:
+def _run_info(root: str, run_id: str, version: tuple) -> dict[str, Any]:
     del version
     return Store(root).run_info(run_id)
+
+
+def run_info(root: str, run_id: str, version: tuple) -> dict[str, Any]:
+    """run.json of a run, with a "running" run whose process died read as "interrupted"
+    (``store.layout.Store.run_state``, not cached)."""
+    info = _run_info(root, run_id, version)
+    return _state(Store(root), run_id) if info.get("status") == "running" else info
+
+
+def _state(store: Store, run_id: str) -> dict[str, Any]:
+    try:
+        return store.run_state(run_id)
+    except StoreError:  # removed or damaged since the listing: left to the page that reads it
+        return {"status": "running"}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -11,7 +11,7 @@ import pandas as pd
 
 
 def status_label(status: str | None, epochs_done: Any, max_epochs: Any) -> str:
-    """"running · epoch 3/20", "finished", "failed"."""
+    """"running · epoch 3/20", "finished", "failed", "interrupted"."""
     if status == "running":
         done = 0 if pd.isna(epochs_done) else int(epochs_done)
         total = "?" if max_epochs is None or pd.isna(max_epochs) else int(max_epochs)

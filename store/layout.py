@@ -141,11 +141,25 @@ class Store:
         return sorted(p.name for p in self.runs_dir.iterdir() if (p / "run.json").exists())
 
     def run_info(self, run_id: str) -> dict[str, Any]:
+        """run.json of ``run_id``, checked: a JSON object whose ``config`` (if any) is an
+        object and whose ``status`` is one of ``RUN_STATUSES``; ``StoreError`` naming the
+        file otherwise."""
         path = self.run_dir(run_id) / "run.json"
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
             raise StoreError(f"cannot read {path}: {error}") from error
+        problem = None
+        if not isinstance(info, dict):
+            problem = f"it holds a JSON {type(info).__name__}"
+        elif not isinstance(info.get("config") or {}, dict):
+            problem = f"its 'config' is a {type(info['config']).__name__}"
+        elif info.get("status") not in RUN_STATUSES:
+            problem = f"its 'status' is {info.get('status')!r}"
+        if problem is not None:
+            raise StoreError(f"{path} is damaged: {problem}; expected a JSON object with a 'config' object and a "
+                             f"'status' in {RUN_STATUSES}")
+        return info
 
     def create_run(
         self,

@@ -101,12 +101,18 @@ def read_version(root: Path) -> int:
         return 0
     try:
         payload = json.loads(marker.read_text())
-        return int(payload["schema_version"])
+        version = payload["schema_version"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise StoreError(
-            f"{marker} is not a trainmap store marker ({error}); expected JSON with "
+            f"{marker} is not a trainmap store marker ({type(error).__name__}: {error}); expected JSON with "
             "'schema_version'"
         ) from error
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise StoreError(
+            f"{marker} has schema_version {version!r}; expected a whole number >= 0 (this trainmap writes "
+            f"{SCHEMA_VERSION})"
+        )
+    return version
 
 
 def _write_version(root: Path, version: int) -> None:

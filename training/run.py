@@ -197,5 +197,6 @@ def train(config: TrainConfig) -> str:
     if trainer.interrupted and trainer.is_global_zero:
         info = store.run_info(recorder.run_id)
         if info.get("status") == "running":
-            store.update_run(recorder.run_id, status="failed", error="interrupted")
+            store.update_run(recorder.run_id, status="interrupted",
+                             error="interrupted by SIGINT (Ctrl-C); the recorded epochs are kept")
     return recorder.run_id

@@ -39,8 +39,8 @@ def compare_body() -> None:
         if info.get("status") == "running":
             st.badge(f"{short[run_id]}: {formatting.status_label('running', info.get('epochs_done'), info.get('max_epochs'))}",
                      icon=":material/autorenew:", color="green")
-        elif info.get("status") == "failed":
-            st.warning(f"Run {short[run_id]} failed: {info.get('error') or 'no error recorded'}")
+        elif info.get("status") in ("failed", "interrupted"):
+            st.warning(f"Run {short[run_id]} {info.get('status')}: {info.get('error') or 'no error recorded'}")
 
     table = formatting.compare_table(infos, short, names)
     st.dataframe(table, hide_index=True, width="stretch", column_config={

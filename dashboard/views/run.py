@@ -53,8 +53,8 @@ def header(info: dict, version: tuple) -> None:
             st.badge(formatting.status_label(status, info.get("epochs_done"), info.get("max_epochs")),
                      icon=":material/autorenew:", color="green")
             st.caption(f"live · refreshes every {widgets.LIVE_REFRESH_SECONDS:g} s")
-        elif status == "failed":
-            st.badge("failed", icon=":material/error:", color="red")
+        elif status in ("failed", "interrupted"):
+            st.badge(str(status), icon=":material/error:", color="red" if status == "failed" else "orange")
         else:
             st.badge(str(status), icon=":material/check:", color="gray")
     config = info.get("config") or {}
@@ -350,9 +350,9 @@ def run_body() -> None:
     if info.get("status") != first_info.get("status"):
         st.rerun()  # the run ended: re-render once without the timer
     header(info, version)
-    if info.get("status") == "failed":
-        st.warning(f"This run failed: {info.get('error') or 'no error recorded'}. "
-                   "Everything it recorded before failing is shown below.")
+    if info.get("status") in ("failed", "interrupted"):
+        st.warning(f"This run {info.get('status')}: {info.get('error') or 'no error recorded'}. "
+                   "Everything it recorded before that is shown below.")
     epochs = data.epoch_metrics(root, run_id, version)
     if epochs.empty and not data.presentations_recorded(root, run_id):
         if info.get("status") == "running":

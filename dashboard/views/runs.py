@@ -13,14 +13,15 @@ root, runs = widgets.listing_page("Runs")
 def runs_view() -> None:
     current = data.runs_frame(root, data.listing_version(root))
     counts = current["status"].value_counts()
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Runs", len(current))
     cols[1].metric("Running", int(counts.get("running", 0)))
     cols[2].metric("Finished", int(counts.get("finished", 0)))
     cols[3].metric("Failed", int(counts.get("failed", 0)))
-    for row in current[current["status"] == "failed"].itertuples():
+    cols[4].metric("Interrupted", int(counts.get("interrupted", 0)))
+    for row in current[current["status"].isin(["failed", "interrupted"])].itertuples():
         info = data.run_info(root, row.run_id, data.listing_version(root))
-        st.warning(f"Run **{row.name}** ({row.run_id}) failed: {info.get('error') or 'no error recorded'}")
+        st.warning(f"Run **{row.name}** ({row.run_id}) {row.status}: {info.get('error') or 'no error recorded'}")
 
     shown = formatting.runs_overview(current)
     filter_cols = st.columns([2, 1, 1, 1])
@@ -28,7 +29,7 @@ def runs_view() -> None:
                                      placeholder="e.g. noise20")
     tasks = filter_cols[1].multiselect("Task", sorted(shown["task"].dropna().unique()), key="runs_task")
     models = filter_cols[2].multiselect("Model", sorted(shown["model"].dropna().unique()), key="runs_model")
-    statuses = filter_cols[3].multiselect("Status", ["running", "finished", "failed"], key="runs_status")
+    statuses = filter_cols[3].multiselect("Status", ["running", "finished", "failed", "interrupted"], key="runs_status")
     mask = shown["name"].astype(str).str.contains(text, case=False, regex=False) | \
         shown["run_id"].str.contains(text, case=False, regex=False)
     if tasks:

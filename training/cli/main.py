@@ -19,8 +19,16 @@ from training.cli.common import CliError
 COMMANDS = (train, runs, scores, dynamics, curriculum, ui)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line naming it and where the usage is (not the
+    usage block first); sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="trainmap",
         description="Record per-sample training dynamics, score samples, build curricula, "
         "and browse it all in a dashboard.",
