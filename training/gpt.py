@@ -10,8 +10,9 @@ Tokens ``[B, T]`` (int64 in ``[0, vocab_size)``) -> next-token logits ``[B, T, v
 as in GPT-2 (Radford et al. 2019), with the layers of ``torch.nn`` only (``nn.Embedding``,
 ``nn.LayerNorm``, ``nn.MultiheadAttention``, ``nn.Linear``), no dropout and no batch
 statistics, so a sample's output depends on that sample alone and ``training.grand`` can
-give each layer type its ghost-norm rule. The output layer is the token embedding's weight
-(``F.linear(h, E)``): one parameter used twice (Press & Wolf 2017).
+give each layer type its ghost-norm rule. The output layer (``head``, an ``nn.Linear``) shares
+its weight with the token embedding: one parameter used twice (Press & Wolf 2017), which
+GraNd handles exactly (``training.grand.ties``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -80,6 +80,8 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.head.weight = self.token_embedding.weight  # tied: the same Parameter
         # True above the diagonal: position t attends to positions <= t only.
         mask = torch.triu(torch.ones(config.sequence_length, config.sequence_length, dtype=torch.bool), 1)
         self.register_buffer("causal_mask", mask, persistent=False)
@@ -97,4 +99,4 @@ class GPT(nn.Module):
         mask = self.causal_mask[:length, :length]
         for block in self.blocks:
             h = block(h, mask)
-        return F.linear(self.final_norm(h), self.token_embedding.weight)
+        return self.head(self.final_norm(h))
