@@ -33,6 +33,7 @@ from store.curriculum import (
 from store.curriculum import class_accuracy as store_class_accuracy
 from store.errors import StoreError
 from store.layout import Store, default_store_path
+from store.settings import DATASET_ENCODING_KEY
 from store.queries import dataset_inputs, runs_table
 from store.queries import epoch_metrics as store_epoch_metrics
 from store.queries import sample_summary as store_sample_summary
@@ -338,7 +339,7 @@ def sample_fate_table(parent: pd.DataFrame, rerun: pd.DataFrame, curriculum: Cur
 
 #: The schema-metadata key of a dataset file whose ``x`` holds the byte values of text, and
 #: its value, the text's encoding (``training.pydoc_lm.text_dataset_table`` writes it).
-TEXT_ENCODING_KEY = b"trainmap.encoding"
+TEXT_ENCODING_KEY = DATASET_ENCODING_KEY
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -31,3 +31,8 @@ def check_label_noise(value: float) -> float:
     if not (math.isfinite(fraction) and 0.0 <= fraction < 1.0):
         raise ValueError(f"label noise must be in [0, 1), got {value}")
     return fraction
+
+#: Schema-metadata key of a dataset file (``<store>/datasets/<task>.parquet``) whose ``x`` holds
+#: the byte values of a text; its value is the text's encoding (e.g. ``b"utf-8"``). Written by
+#: ``training.pydoc_lm``, read by the dashboard to show such samples as text.
+DATASET_ENCODING_KEY = b"trainmap.encoding"

@@ -7,6 +7,7 @@ lists the tasks and models on an install without the training extra.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ class TrainConfig:
 
     task: str = "mnist1d"
     model: str = "cnn"
-    epochs: int = 20
+    epochs: int | None = None  # None: the task's default (training.tasks.default_epochs)
     seed: int = 0
     label_noise: float = 0.0
     label_noise_seed: int = 0
@@ -45,13 +46,13 @@ class TrainConfig:
             raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(TASK_NAMES)}")
         if self.model not in MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r}; expected one of {', '.join(MODEL_NAMES)}")
-        if self.epochs < 1:
+        if self.epochs is not None and (isinstance(self.epochs, bool) or self.epochs < 1):
             raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
         check_label_noise(self.label_noise)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch size must be a positive integer, got {self.batch_size}")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be a positive finite number, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.grad_norm_every < 0:

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from store.settings import DATASET_ENCODING_KEY
+
 #: Target value of padding positions (``torch.nn.functional.cross_entropy``'s default).
 IGNORE_INDEX = -100
 #: Bytes: the vocabulary of a byte-level model.
@@ -63,8 +65,8 @@ STATEMENT_TOPICS = frozenset({"assignment", "augassign", "compound", "function"}
 DATA_MODEL_TOPICS = frozenset({"attribute-access", "context-managers", "customization"})
 
 #: Schema metadata of the task's dataset file (``<store>/datasets/pydoc-lm.parquet``): its
-#: ``x`` holds byte values, which the dashboard shows as UTF-8 text.
-DATASET_ENCODING_KEY = b"trainmap.encoding"
+#: ``x`` holds byte values, which the dashboard shows as UTF-8 text (one home for the key:
+#: ``store.settings``).
 DATASET_ENCODING = b"utf-8"
 
 

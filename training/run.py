@@ -25,7 +25,7 @@ from training.models import build_model
 from training.module import Classifier, IndexedDataset, LanguageModel, SequenceDataset
 from training.pydoc_lm import load_pydoc_lm, text_dataset_table
 from training.recorder import DynamicsRecorder
-from training.tasks import SEQUENCE_TASKS, check_task_settings, load_task, symmetric_label_noise
+from training.tasks import SEQUENCE_TASKS, check_task_settings, default_epochs, load_task, symmetric_label_noise
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ def train(config: TrainConfig) -> str:
     """Train one run, recording it into ``config.store``; return its run id."""
     config.validate()
     check_task_settings(config.task, config.model, config.label_noise)
+    if config.epochs is None:
+        config = dataclasses.replace(config, epochs=default_epochs(config.task))
     store = Store(config.store, create=True)
     is_worker = int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0
     build_parts = sequence_parts if config.task in SEQUENCE_TASKS else classification_parts

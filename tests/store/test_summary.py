@@ -273,7 +273,8 @@ def test_classification_summaries_have_no_sequence_columns(store):
     assert summary.loc[0, "forgetting_events"] == 0 and summary.loc[0, "first_learned_epoch"] == 1
     assert "token_accuracy" not in recorded_scores(store, run_id)
     rows = dynamics(store, run_id)
-    assert list(rows.columns[-2:]) == ["token_count", "token_accuracy"] and rows["token_count"].isna().all()
+    assert list(rows.columns[-3:]) == ["token_count", "token_accuracy", "group_id"]
+    assert rows["token_count"].isna().all() and rows["group_id"].isna().all()
 
 
 def test_token_accuracy_ranks_low_as_hard():
