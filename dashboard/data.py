@@ -124,15 +124,19 @@ def presentations_recorded(root: str, run_id: str) -> bool:
     return bool(Store(root).table_files(run_id, "presentations"))
 
 
-def dataset_path(root: str, task: str) -> Path:
-    """Where the store keeps the task's inputs (which may not exist)."""
-    return Store(root).dataset_path(task)
+def dataset_path(root: str, task: str) -> Path | None:
+    """Where the store keeps the task's inputs (which may not exist); None when run.json's
+    task is no valid dataset name (a path, say: never opened)."""
+    try:
+        return Store(root).dataset_path(task)
+    except StoreError:
+        return None
 
 
 def dataset_version(root: str, task: str) -> int | None:
     """mtime_ns of the task's inputs file (the cache key of :func:`sample_input`); None without one."""
     path = dataset_path(root, task)
-    return path.stat().st_mtime_ns if path.exists() else None
+    return path.stat().st_mtime_ns if path is not None and path.exists() else None
 
 
 # -- cached queries (explicit arguments; versions make them refresh) -----------------
@@ -348,7 +352,7 @@ def dataset_text_encoding(root: str, task: str, mtime_ns: int) -> str | None:
     (``"utf-8"``), or None for inputs that are not text (or no dataset file)."""
     del mtime_ns
     path = dataset_path(root, task)
-    if not path.exists():
+    if path is None or not path.exists():
         return None
     metadata = pq.read_schema(path).metadata or {}
     encoding = metadata.get(TEXT_ENCODING_KEY)

@@ -4,6 +4,7 @@ tables of runs it shows. Pure functions of plain values and frames (no Streamlit
 from __future__ import annotations
 
 from pathlib import Path
+import re
 from typing import Any
 
 import numpy as np
@@ -146,3 +147,21 @@ def decoded_text(values: np.ndarray, encoding: str) -> str:
     if data.size and (np.any(data < 0) or np.any(data > 255) or np.any(data != np.round(data))):
         raise ValueError(f"a text sample holds byte values in [0, 255]; got values in [{data.min()}, {data.max()}]")
     return data.astype(np.uint8).tobytes().decode(encoding, errors="replace")
+
+
+#: Characters Streamlit's Markdown reads as syntax anywhere in a line (CommonMark emphasis,
+#: code, links and images, HTML, tables, strikethrough; ``:`` for its icons and colours, ``$``
+#: for maths); ``#``, ``+``, ``-`` and ``1.`` only at the start of a line.
+_MARKDOWN_INLINE = set("\\`*_[]<>~|!:$")
+
+
+def md_text(value: Any) -> str:
+    """A stored value (a run name, an error, a task) as literal text inside Markdown: every
+    character Markdown would read as syntax is escaped, so a name like ``![x](http://host/)``
+    shows as typed and fetches nothing. Line breaks become spaces."""
+    text = " ".join(str(value).splitlines())
+    escaped = "".join("\\" + char if char in _MARKDOWN_INLINE else char for char in text)
+    head = re.match(r"[#+=-]|\d+[.)]", escaped)
+    if head:  # a heading, a list item or a numbered item at the start
+        escaped = escaped[: head.end() - 1] + "\\" + escaped[head.end() - 1:]
+    return escaped

@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -67,6 +68,9 @@ def new_run_id() -> str:
     """Sortable by creation time, unique across processes: ``20261124-123005-3fa9c1``."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
+
+
+_DATASET_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 def _gone(run_path: Path, info: dict[str, Any], now: float) -> str | None:
@@ -301,14 +305,19 @@ class Store:
 
     def write_dataset(self, key: str, table: pa.Table) -> Path:
         """Store a task's inputs once per store (``sample_id``, ``x``: list of floats)."""
-        folder = self.root / "datasets"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{key}.parquet"
+        path = self.dataset_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             write_parquet_atomic(path, table)
         return path
 
     def dataset_path(self, key: str) -> Path:
+        """``<store>/datasets/<key>.parquet``. ``key`` comes from run.json (a task name): one
+        that is not a plain file name (a path, ``..``, a hidden name) is refused, so that no
+        stored field can make a reader open a file outside the store."""
+        if not isinstance(key, str) or not _DATASET_KEY.fullmatch(key):
+            raise StoreError(f"invalid dataset key {key!r}; expected a task name of letters, digits, '-', '_' or '.' "
+                             "not starting with '.'")
         return self.root / "datasets" / f"{key}.parquet"
 
     # -- reading --------------------------------------------------------------------

@@ -37,10 +37,11 @@ def compare_body() -> None:
     infos = {run_id: data.run_info(root, run_id, versions[run_id]) for run_id in selected}
     for run_id, info in infos.items():
         if info.get("status") == "running":
-            st.badge(f"{short[run_id]}: {formatting.status_label('running', info.get('epochs_done'), info.get('max_epochs'))}",
+            st.badge(f"{formatting.md_text(short[run_id])}: {formatting.status_label('running', info.get('epochs_done'), info.get('max_epochs'))}",
                      icon=":material/autorenew:", color="green")
         elif info.get("status") in ("failed", "interrupted"):
-            st.warning(f"Run {short[run_id]} {info.get('status')}: {info.get('error') or 'no error recorded'}")
+            st.warning(f"Run {formatting.md_text(short[run_id])} {info.get('status')}: "
+                       f"{formatting.md_text(info.get('error') or 'no error recorded')}")
 
     table = formatting.compare_table(infos, short, names)
     st.dataframe(table, hide_index=True, width="stretch", column_config={
@@ -104,7 +105,7 @@ def compare_body() -> None:
         # Forgetting, first-learned epoch and correctness of sequences rest on a threshold: say it.
         for run_id in (run_a, run_b):
             if data.output_kind(infos[run_id]) == "sequence":
-                st.caption(f"{short[run_id]}: " + formatting.correct_definition(
+                st.caption(f"{formatting.md_text(short[run_id])}: " + formatting.correct_definition(
                     "sequence", infos[run_id].get("sequence_correct_threshold")))
 
     if len(selected) > 2:

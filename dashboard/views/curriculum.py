@@ -216,7 +216,7 @@ def main() -> None:
                                key="cur_score")
         if "sequence" in kinds and score in data.SCORES and data.SCORES[score].needs == "correct":
             for info in infos:
-                st.caption(f"{info.get('name')}: " + formatting.correct_definition(
+                st.caption(f"{formatting.md_text(info.get('name'))}: " + formatting.correct_definition(
                     data.output_kind(info), info.get("sequence_correct_threshold")))
     seed = int(col3.number_input("Seed", value=0, step=1, key="cur_seed"))
     st.caption(spec.description)

@@ -45,7 +45,7 @@ def on_table_select(table_key: str, frame: pd.DataFrame) -> None:
 
 def header(info: dict, version: tuple) -> None:
     title_cols = st.columns([5, 2])
-    title_cols[0].title(info.get("name") or run_id)
+    title_cols[0].title(formatting.md_text(info.get("name") or run_id))
     status = info.get("status")
     with title_cols[1]:
         st.write("")
@@ -68,13 +68,13 @@ def header(info: dict, version: tuple) -> None:
     cols[6].metric("Samples", f"{data.overview(root, run_id, version)['samples']:,}")
     lineage = []
     if info.get("parent_run_id"):
-        lineage.append(f"parent run `{info['parent_run_id']}`")
+        lineage.append(f"parent run {formatting.md_text(info['parent_run_id'])}")
     if info.get("curriculum"):
-        lineage.append(f"curriculum `{info['curriculum']}`")
+        lineage.append(f"curriculum {formatting.md_text(info['curriculum'])}")
     kind = data.output_kind(info)
     if kind != "classification":
         lineage.insert(0, formatting.kind_label(kind))
-    st.caption(f"run id `{run_id}` · created {info.get('created_at')}"
+    st.caption(f"run id {formatting.md_text(run_id)} · created {formatting.md_text(info.get('created_at'))}"
                + (" · " + " · ".join(lineage) if lineage else ""))
     if info.get("parent_run_id"):
         st.page_link(widgets.PAGE_COMPARE, label="Compare with its parent run",
@@ -296,8 +296,9 @@ def sample_view(version: tuple, scores: list[str], kind: str, definition: str, c
                 title = f"Input (label {int(record['label'])})" if has_label else "Input"
                 st.plotly_chart(charts.input_figure(x, title), key=f"input_{context}")
         else:
-            st.caption(f"No inputs stored for task {info.get('task')!r} "
-                       f"(expected {data.dataset_path(root, task)}).")
+            path = data.dataset_path(root, task)
+            st.caption(f"No inputs stored for task {formatting.md_text(repr(info.get('task')))} "
+                       + (f"(expected {path})." if path is not None else "(its name is not a dataset name)."))
     with right:
         trajectory = data.trajectory(root, run_id, version, int(sample_id))
         if trajectory.empty:
@@ -351,7 +352,7 @@ def run_body() -> None:
         st.rerun()  # the run ended: re-render once without the timer
     header(info, version)
     if info.get("status") in ("failed", "interrupted"):
-        st.warning(f"This run {info.get('status')}: {info.get('error') or 'no error recorded'}. "
+        st.warning(f"This run {info.get('status')}: {formatting.md_text(info.get('error') or 'no error recorded')}. "
                    "Everything it recorded before that is shown below.")
     epochs = data.epoch_metrics(root, run_id, version)
     if epochs.empty and not data.presentations_recorded(root, run_id):

@@ -21,7 +21,8 @@ def runs_view() -> None:
     cols[4].metric("Interrupted", int(counts.get("interrupted", 0)))
     for row in current[current["status"].isin(["failed", "interrupted"])].itertuples():
         info = data.run_info(root, row.run_id, data.listing_version(root))
-        st.warning(f"Run **{row.name}** ({row.run_id}) {row.status}: {info.get('error') or 'no error recorded'}")
+        st.warning(f"Run **{formatting.md_text(row.name)}** ({formatting.md_text(row.run_id)}) {row.status}: "
+                   f"{formatting.md_text(info.get('error') or 'no error recorded')}")
 
     shown = formatting.runs_overview(current)
     filter_cols = st.columns([2, 1, 1, 1])
