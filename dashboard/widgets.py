@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
-from dashboard.formatting import status_label
+from dashboard.formatting import md_text, status_label
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,11 @@ def pick_run(runs: pd.DataFrame, key: str = "run", label: str = "Run") -> str | 
     run_ids = list(runs.sort_values("created_at", ascending=False, kind="stable")["run_id"])
     labels = {row.run_id: f"{row.name} · {status_label(row.status, row.epochs_done, row.max_epochs)}"
               for row in runs.itertuples()}
+    asked = st.query_params.get(key)
+    if asked is not None and asked not in run_ids and asked != st.session_state.get(f"_url_{key}"):
+        # A link to a run this store does not have (deleted, another store, a typo): say so
+        # rather than silently showing another run.
+        st.warning(f"No run {md_text(repr(asked[:80]))} in this store; showing the newest run instead.")
     url_synced_choice(key, run_ids, run_ids[0])
     run_id = st.selectbox(label, run_ids, key=key, format_func=lambda r: labels.get(r, r))
     write_url(key, run_id)

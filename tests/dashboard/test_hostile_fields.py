@@ -51,3 +51,10 @@ def test_a_run_whose_process_died_reads_interrupted_in_the_dashboard(tmp_path):
     at = run_clean(app_test(store, "views/run.py", run=run_id))
     assert "interrupted" in [badge.proto.label for badge in at.get("badge")] or "interrupted" in texts(at)
     assert "is no longer running" in texts(at)
+
+
+def test_an_unknown_run_in_the_url_is_said_not_silently_replaced(sample_store):
+    at = run_clean(app_test(sample_store, "views/run.py", run="20991231-000000-ffffff"))
+    assert "No run '20991231-000000-ffffff' in this store; showing the newest run instead." in texts(at)
+    at = run_clean(app_test(sample_store, "views/run.py", run="../../etc/passwd" + "x" * 5000))
+    assert "in this store; showing the newest run instead." in texts(at)
