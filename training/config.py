@@ -8,12 +8,15 @@ lists the tasks and models on an install without the training extra.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from store.errors import StoreError
 from store.settings import MODEL_NAMES, TASK_NAMES, check_label_noise
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
+#: Lightning accelerators ``trainmap train`` accepts (a GPU one is checked when training starts).
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,16 @@ class TrainConfig:
             raise ValueError(f"grad_norm_every must be >= 0 steps (0: none), got {self.grad_norm_every}")
         if self.devices < 1:
             raise ValueError(f"devices must be a positive integer, got {self.devices}")
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(f"unknown accelerator {self.accelerator!r}; expected one of {', '.join(ACCELERATORS)}")
+        cores = os.cpu_count() or 1
+        if self.accelerator == "cpu" and self.devices > cores:
+            raise ValueError(f"--devices {self.devices} on the CPU starts {self.devices} training processes, but this "
+                             f"machine has {cores} CPU core(s); expected at most {cores}")
+        if self.label_noise_seed < 0:
+            raise ValueError(f"label noise seed must be an integer >= 0, got {self.label_noise_seed}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
         store_path = Path(self.store)

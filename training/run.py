@@ -112,12 +112,24 @@ def sequence_parts(config: TrainConfig, store: Store, is_worker: bool) -> TaskPa
     )
 
 
+def check_accelerator(accelerator: str, devices: int) -> None:
+    """``ValueError`` in one line when ``accelerator`` cannot run ``devices`` processes here."""
+    if accelerator in ("gpu", "cuda"):
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if devices > available:
+            raise ValueError(f"--accelerator {accelerator} --devices {devices}: this machine has {available} CUDA "
+                             "GPU(s); expected --accelerator cpu, or a machine with the GPUs")
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--accelerator mps: no Apple MPS device here; expected --accelerator cpu")
+
+
 def train(config: TrainConfig) -> str:
     """Train one run, recording it into ``config.store``; return its run id."""
     config.validate()
     check_task_settings(config.task, config.model, config.label_noise)
     if config.epochs is None:
         config = dataclasses.replace(config, epochs=default_epochs(config.task))
+    check_accelerator(config.accelerator, config.devices)  # before anything is created
     store = Store(config.store, create=True)
     is_worker = int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0
     build_parts = sequence_parts if config.task in SEQUENCE_TASKS else classification_parts

@@ -81,6 +81,17 @@ def test_a_damaged_run_json_names_the_file_and_leaves_the_other_runs_usable(stor
     (("ui", "--host", "bogus.invalid"), "--host 'bogus.invalid' is not an address of this machine"),
     (("scores",), "the following arguments are required: --run"),
     (("runs", "--bogus"), "unrecognized arguments: --bogus"),
+    (("train", "--accelerator", "bogus"), "argument --accelerator: invalid choice: 'bogus'"),
+    (("train", "--accelerator", "gpu", "--devices", "64"), "--accelerator gpu --devices 64: this machine has"),
+    (("train", "--label-noise-seed", "-5"), "label noise seed must be an integer >= 0, got -5"),
+    (("train", "--seed", "-1"), "seed must be an integer >= 0, got -1"),
+    (("train", "--devices", "9999"), "--devices 9999 on the CPU starts 9999 training processes"),
+    (("train", "--lr", "inf"), "learning rate must be a positive finite number, got inf"),
+    (("train", "--lr", "nan"), "learning rate must be a positive finite number, got nan"),
+    (("train", "--epochs", "1e3"), "argument --epochs: expected a positive integer, got '1e3'"),
+    (("train", "--grand", "bogus"), "bad GraNd schedule 'bogus'"),
+    (("train", "--task", "pydoc-lm", "--label-noise", "0.2"), "pydoc-lm"),
+    (("train", "--curriculum", "/nonexistent/c.parquet"), "curriculum file '/nonexistent/c.parquet' does not exist"),
 ])
 def test_bad_arguments_are_one_line_and_create_nothing(tmp_path, args, expected):
     store = tmp_path / "new-store"

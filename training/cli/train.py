@@ -18,7 +18,7 @@ from training.cli.common import (
 
 
 def add_parser(commands: Any) -> None:
-    from training.config import MODEL_NAMES, STRATEGIES
+    from training.config import ACCELERATORS, MODEL_NAMES, STRATEGIES
     from training.tasks import DEFAULT_EPOCHS, SEQUENCE_TASKS, TASK_NAMES
 
     parser = commands.add_parser(
@@ -58,7 +58,8 @@ def add_parser(commands: Any) -> None:
         "--strategy", default="auto", choices=STRATEGIES,
         help="Lightning strategy; --devices 2 --strategy ddp runs two CPU processes (gloo)",
     )
-    parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu, gpu, auto (default: cpu)")
+    parser.add_argument("--accelerator", default="cpu", choices=ACCELERATORS,
+                        help="Lightning accelerator (default: cpu; gpu/cuda needs as many CUDA GPUs as --devices)")
     parser.add_argument("--curriculum", default=None, metavar="FILE", help="curriculum file (Parquet or CSV) to train with")
     parser.add_argument(
         "--keep-steps", action="store_true",
@@ -117,13 +118,14 @@ def run(args: argparse.Namespace) -> int:
     require_training_extra("train")
     _quiet_lightning()
     from training.grand import GrandSchedule
-    from training.run import train
+    from training.run import check_accelerator, train
 
-    if config.grand is not None:
-        try:
+    try:
+        if config.grand is not None:
             GrandSchedule.parse(config.grand)
-        except ValueError as error:
-            raise CliError(str(error)) from error
+        check_accelerator(config.accelerator, config.devices)
+    except ValueError as error:
+        raise CliError(str(error)) from error
     run_id = train(config)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         print(f"run_id: {run_id}")
