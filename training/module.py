@@ -79,10 +79,10 @@ class Classifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def training_step(self, batch: TrainingItem, batch_idx: int) -> dict[str, Tensor]:
-        x, y, sample_ids, weights = batch
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        x, y, sample_ids, weights = self.unpack(batch)
         logits = self.model(x)
-        losses = F.cross_entropy(logits, y, reduction="none")
+        losses = self.per_sample_losses(logits, y)
         if self.on_batch_losses is not None:
             self.on_batch_losses(sample_ids, losses.detach())
         if self.online_weights is not None:
@@ -96,7 +96,18 @@ class Classifier(L.LightningModule):
         # dataloader_idx: Lightning requires the argument once there are several validation loaders
         x, y = batch[0], batch[1]
         logits = self.model(x)
-        return {"loss": F.cross_entropy(logits, y), "logits": logits}
+        return {"loss": self.validation_loss(logits, y), "logits": logits}
+
+    def unpack(self, batch: TrainingItem) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Inputs, targets, sample ids and weights of a training batch."""
+        x, y, sample_ids, weights = batch
+        return x, y, sample_ids, weights
+
+    def per_sample_losses(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(logits, targets, reduction="none")
+
+    def validation_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(logits, targets)
 
     def configure_optimizers(self) -> Any:
         return one_cycle_adamw(self, self.lr, self.weight_decay)
@@ -147,45 +158,17 @@ def sequence_losses(logits: Tensor, targets: Tensor) -> Tensor:
     return tokens.sum(1) / counted.clamp(min=1)
 
 
-class LanguageModel(L.LightningModule):
+class LanguageModel(Classifier):
     """A causal language model (``training.gpt.GPT``) trained on next-token cross-entropy,
     with the optimiser and the online hooks of ``Classifier``. ``training_step`` returns the
-    logits ``[B, T, V]``, recorded as sequences (one row per sequence)."""
+    logits ``[B, T, V]``, recorded as sequences (one row per sequence); a sequence's loss is
+    its mean token cross-entropy (``sequence_losses``)."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        lr: float,
-        weight_decay: float = 1e-2,
-        online_weights: Callable[[Tensor, Tensor], Tensor] | None = None,
-        on_batch_losses: Callable[[Tensor, Tensor], None] | None = None,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.online_weights = online_weights
-        self.on_batch_losses = on_batch_losses
+    def unpack(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return batch["x"], batch["y"], batch["sample_id"], batch["weight"]
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+    def per_sample_losses(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return sequence_losses(logits, targets)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        x, y, sample_ids, weights = batch["x"], batch["y"], batch["sample_id"], batch["weight"]
-        logits = self.model(x)
-        losses = sequence_losses(logits, y)
-        if self.on_batch_losses is not None:
-            self.on_batch_losses(sample_ids, losses.detach())
-        if self.online_weights is not None:
-            weights = weights * self.online_weights(sample_ids, losses.detach())
-        loss = (weights * losses).mean()
-        return {"loss": loss, "logits": logits, "weight": weights.detach()}
-
-    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        x, y = batch[0], batch[1]
-        logits = self.model(x)
-        loss = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE_INDEX)
-        return {"loss": loss, "logits": logits}
-
-    def configure_optimizers(self) -> Any:
-        return one_cycle_adamw(self, self.lr, self.weight_decay)
+    def validation_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX)
