@@ -32,6 +32,27 @@ def reference(model, x, y) -> torch.Tensor:
     return torch.stack(list(reference_by_param(model, x, y).values())).sum(0).sqrt()
 
 
+def reference_sequence_by_param(model: nn.Module, x, y, ignore_index: int = -100) -> dict[str, torch.Tensor]:
+    """Per-sample squared norms per parameter of each sequence's mean token cross-entropy
+    (targets ``ignore_index`` not counted, 0 for a sequence without counted tokens), by
+    vmap(grad) of each sequence alone; written out with log_softmax, not the code under test."""
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+
+    def loss(p, xi, yi):
+        logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))[0]  # [T, V]
+        counted = yi != ignore_index
+        token_losses = -torch.log_softmax(logits, dim=-1).gather(1, yi.clamp_min(0).unsqueeze(1)).squeeze(1)
+        return (token_losses * counted).sum() / counted.sum().clamp_min(1)
+
+    grads = vmap(grad(loss), in_dims=(None, 0, 0), randomness="same")(params, x, y)
+    return {k: g.flatten(1).pow(2).sum(1) for k, g in grads.items()}
+
+
+def reference_sequence(model, x, y) -> torch.Tensor:
+    return torch.stack(list(reference_sequence_by_param(model, x, y).values())).sum(0).sqrt()
+
+
 def reference_coupled(model, x, y) -> torch.Tensor:
     """Gradient of sample i's loss as computed in the whole batch (batch statistics)."""
     model = copy.deepcopy(model)
@@ -50,14 +71,17 @@ def assert_close(actual, expected, rtol=RTOL):
     assert error <= rtol, f"max relative error {error:.3g} > {rtol}"
 
 
-def check(model: nn.Module, x, y, rtol=RTOL):
+def check(model: nn.Module, x, y, rtol=RTOL, sequences=False):
+    """GraNd and per-layer norms of ``model`` (in float64) against the torch.func reference:
+    classification, or with ``sequences`` logits [N, T, V] and targets [N, T]."""
     torch.manual_seed(1)
     model = model.double()
     x = x.double() if x.is_floating_point() else x
-    assert_close(per_sample_grad_norms(model, x, y), reference(model, x, y), rtol)
+    by_param = (reference_sequence_by_param if sequences else reference_by_param)(model, x, y)
+    assert_close(per_sample_grad_norms(model, x, y), torch.stack(list(by_param.values())).sum(0).sqrt(), rtol)
     by_layer = per_sample_grad_norms_by_layer(model, x, y)
     expected: dict[str, torch.Tensor] = {}
-    for name, sq in reference_by_param(model, x, y).items():
+    for name, sq in by_param.items():
         layer = name.rsplit(".", 1)[0] if "." in name else name
         expected[layer] = expected.get(layer, 0) + sq
     assert set(by_layer) == set(expected)
@@ -94,14 +118,15 @@ class FakeTrainer:
     world_size = 1
 
 
-def fused_step(model, x, y, weights, loss_fn, schedule="all", loss_reduction="weighted_mean"):
-    """One training step the way DynamicsRecorder drives GrandRecording; returns norms."""
+def fused_step(model, x, y, weights, loss_fn, schedule="all", loss_reduction="weighted_mean", call=None):
+    """One training step the way DynamicsRecorder drives GrandRecording; returns norms.
+    ``call(x)`` gives the logits (default ``model(x)``, as a ``training_step`` would)."""
     recording = GrandRecording(GrandSchedule.parse(schedule), loss_reduction=loss_reduction)
     trainer = FakeTrainer()
     recording.setup(trainer, model, "fit")
     batch = (x, y, torch.arange(100, 100 + len(y)), weights)
     recording.on_train_batch_start(trainer, model, batch, 0)
-    loss = loss_fn(model(x), y, weights)
+    loss = loss_fn((call or model)(x), y, weights)
     loss.backward()
     recording.on_after_backward(trainer, model)
     recording.on_train_batch_end(trainer, model, {"loss": loss}, batch, 0)

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from grand_reference import N, assert_close, check, labels, randn, reference_coupled
@@ -24,16 +25,30 @@ def _fresh_warnings():
 # -- fallbacks: detected, logged, exact ------------------------------------------------------
 
 
-class Tied(nn.Module):
+class TiedFunctionally(nn.Module):
+    """The output layer is the embedding's weight used by F.linear: no layer sees that use."""
+
     def __init__(self):
         super().__init__()
         self.embedding = nn.Embedding(9, 6)
         self.hidden = nn.Linear(6, 6)
-        self.out = nn.Linear(6, 9)
-        self.out.weight = self.embedding.weight  # weight tying
 
     def forward(self, tokens):
-        return self.out(torch.tanh(self.hidden(self.embedding(tokens).mean(1))))
+        return F.linear(torch.tanh(self.hidden(self.embedding(tokens).mean(1))), self.embedding.weight)
+
+
+class SharedBias(nn.Module):
+    """Two Linear layers share a bias (only shared weights of Linear / Embedding are combined)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(5, 5)
+        self.second = nn.Linear(5, 5)
+        self.second.bias = self.first.bias
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.second(torch.tanh(self.first(x)))))
 
 
 class Reused(nn.Module):
@@ -61,11 +76,13 @@ class FreeParameter(nn.Module):
 @pytest.mark.parametrize(
     "make, inputs, classes, reason",
     [
-        (Tied, lambda: torch.randint(0, 9, (N, 4), generator=torch.Generator().manual_seed(0)), 9, "tied"),
+        (TiedFunctionally, lambda: torch.randint(0, 9, (N, 4), generator=torch.Generator().manual_seed(0)), 9,
+         "embedding.weight is also used outside its layer"),
+        (SharedBias, lambda: randn(N, 5), 3, "shared by modules first, second (tied weights)"),
         (Reused, lambda: randn(N, 5), 3, "more than once"),
         (FreeParameter, lambda: randn(N, 5), 3, "without a ghost-norm rule"),
     ],
-    ids=["tied", "reused", "free-parameter"],
+    ids=["tied-functionally", "shared-bias", "reused", "free-parameter"],
 )
 def test_fallback_is_detected_logged_and_exact(caplog, make, inputs, classes, reason):
     torch.manual_seed(0)
@@ -74,11 +91,11 @@ def test_fallback_is_detected_logged_and_exact(caplog, make, inputs, classes, re
     assert "fallback" in caplog.text and reason in caplog.text
 
 
-class MHAClassifier(nn.Module):
+class AttentionWithBiasKV(nn.Module):
     def __init__(self):
         super().__init__()
         self.embed = nn.Linear(4, 6)
-        self.attention = nn.MultiheadAttention(6, 2, batch_first=True)
+        self.attention = nn.MultiheadAttention(6, 2, batch_first=True, add_bias_kv=True)
         self.head = nn.Linear(6, 3)
 
     def forward(self, x):
@@ -86,11 +103,11 @@ class MHAClassifier(nn.Module):
         return self.head(self.attention(h, h, h, need_weights=False)[0].mean(1))
 
 
-def test_multihead_attention_falls_back(caplog):
+def test_multihead_attention_with_bias_kv_falls_back(caplog):
     torch.manual_seed(0)
     with caplog.at_level(logging.WARNING, logger="training.grand"):
-        check(MHAClassifier(), randn(N, 5, 4), labels())
-    assert "MultiheadAttention" in caplog.text
+        check(AttentionWithBiasKV(), randn(N, 5, 4), labels())
+    assert "add_bias_kv" in caplog.text
 
 
 def test_batchnorm_train_mode_couples_samples(caplog):

@@ -161,6 +161,7 @@ def test_batchnorm_eval_without_trainable_parameters_is_no_layer():
 REGISTERED_LAYERS = [
     nn.Linear(3, 2), nn.Conv1d(2, 2, 3), nn.Conv2d(2, 2, 3), nn.Embedding(5, 3), nn.LayerNorm(3),
     nn.RMSNorm(3), nn.GroupNorm(1, 2), nn.InstanceNorm1d(2, affine=True), nn.BatchNorm2d(2).eval(),
+    nn.MultiheadAttention(4, 2),
 ]
 
 

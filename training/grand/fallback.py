@@ -2,18 +2,48 @@
 
 Used where ghost norms would be wrong (``plan.Plan.fallback_reason``, or a check in
 ``capture.Capture.take`` failed). Independent samples: ``functional_call`` + ``vmap(grad)``
-of each sample's own cross-entropy. Samples coupled through batch statistics: the rows
-of the Jacobian of the batch's per-sample losses, i.e. the gradient of sample i's loss as
-computed in its batch.
+of each sample's own loss (``sample_loss.sample_losses``). Samples coupled through batch
+statistics: the rows of the Jacobian of the batch's per-sample losses, i.e. the gradient of
+sample i's loss as computed in its batch.
+
+The fallback calls a model on the batch inputs; ``model_for_inputs`` says which: the module
+itself when it defines ``forward``, else (a LightningModule whose ``training_step`` calls
+``self.net(x)``) its one child that holds every trainable parameter.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from training.grand.rules import per_sample_sqnorm
+from training.grand.sample_loss import sample_losses
+
+
+def _defines_forward(module: nn.Module) -> bool:
+    """Whether ``module``'s class (not ``nn.Module`` or Lightning's base) defines ``forward``."""
+    for cls in type(module).__mro__:
+        if "forward" in cls.__dict__:
+            return cls is not nn.Module and not cls.__module__.startswith(("lightning.", "pytorch_lightning."))
+    return False
+
+
+def model_for_inputs(module: nn.Module) -> nn.Module:
+    """The module the fallback calls on the batch inputs to get the logits: ``module`` when
+    it defines ``forward``, else its one direct child holding all its trainable parameters.
+    Raises ``ValueError`` saying what to add when there is neither."""
+    if _defines_forward(module):
+        return module
+    trainable = {id(p) for p in module.parameters() if p.requires_grad}
+    for child in module.children():
+        if trainable and {id(p) for p in child.parameters() if p.requires_grad} == trainable:
+            return child
+    name = type(module).__name__
+    raise ValueError(
+        f"GraNd: {name} defines no forward() and no single child module holds all its trainable parameters, "
+        f"so the exact fallback cannot compute the logits from a batch's inputs. Add to {name}: "
+        "def forward(self, x): return <the model call your training_step makes on the batch inputs>"
+    )
 
 
 def _layer_of(parameter_name: str) -> str:
@@ -25,7 +55,7 @@ def fallback_layer_sqnorms(
 ) -> dict[str, Tensor]:
     """Exact per-sample squared norms per layer via torch.func (no side effects).
 
-    Independent samples: ``vmap(grad)`` of each sample's cross-entropy alone. Coupled
+    Independent samples: ``vmap(grad)`` of each sample's own loss alone. Coupled
     samples (batch statistics): rows of the Jacobian of the batch's per-sample losses.
     Buffers are cloned so running statistics are not updated twice.
     """
@@ -48,7 +78,7 @@ def fallback_layer_sqnorms(
         if not coupled:
             def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
                 out = functional_call(model, (p, buffers), (x.unsqueeze(0),))
-                return F.cross_entropy(out, y.unsqueeze(0))
+                return sample_losses(out, y.unsqueeze(0)).sum()
 
             per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0), randomness="different")
             for start in range(0, n, chunk):
@@ -59,7 +89,7 @@ def fallback_layer_sqnorms(
             # updates), then one backward per sample, batched with vmap where possible.
             leaves = {name: p.clone().requires_grad_(True) for name, p in params.items()}
             out = functional_call(model, (leaves, buffers), (inputs,))
-            values = F.cross_entropy(out, targets, reduction="none")
+            values = sample_losses(out, targets)
             names = list(leaves)
             eye = torch.eye(n, dtype=values.dtype, device=values.device)
             for start in range(0, n, chunk):

@@ -7,6 +7,13 @@ the gradient norm of CE_i itself. c_i is fitted (``weighted_mean``: any per-samp
 weights, also computed inside ``training_step``) or known (``mean``: 1/N, ``sum``: 1),
 and the check ``ok_i`` says whether g_i really has that form (it fails for label
 smoothing, another loss, or logits transformed after the final Linear).
+
+Sequences (logits [N, T, V], targets [N, T], ``IGNORE_INDEX`` not counted): each sample's
+loss is its mean token cross-entropy over its n_i counted tokens, and a training loss that
+weights tokens by s_i per sequence (the mean over all tokens: s_i = 1/Σn; per-sequence
+means, weighted: s_i = w_i/(N·n_i)) has g_{i,t} = s_i·(softmax(z_{i,t}) − onehot(y_{i,t}))
+on counted tokens and 0 on the others. s_i is always fitted and checked over the whole
+sequence, and c_i = s_i·n_i.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import torch
 from torch import Tensor
 
 from training.grand.rules import NeedFallback, compute_dtype
+from training.recording_outputs import IGNORE_INDEX
 
 LOSS_REDUCTIONS = ("weighted_mean", "mean", "sum")
 
@@ -43,6 +51,8 @@ def loss_scale(
     microseconds per op than torch). Raises ``NeedFallback`` when z is not the logits.
     """
     n = y.shape[0]
+    if z is not None and g is not None and z.dim() == 3 and y.dim() == 2:
+        return sequence_loss_scale(z, g, y)
     if z is None or g is None or z.dim() != 2 or z.shape[0] != n or int(y.max()) >= z.shape[1]:
         raise NeedFallback("the final Linear's output is not the [N, classes] logits")
     dtype = compute_dtype(g)
@@ -67,6 +77,33 @@ def loss_scale(
     tol2 = 1e-8 if dtype == torch.float32 else 1e-18
     limit = torch.addcmul(torch.linalg.vecdot(g, g).mul_(2 * tol2), c, c, value=200 * tol2)
     return c, torch.linalg.vecdot(residual, residual).le_(limit)
+
+
+def sequence_loss_scale(z: Tensor, g: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """(c, ok) for sequence logits z [N, T, V] and targets y [N, T] (module docstring):
+    s_i fitted on the off-label entries of the counted tokens, ``ok_i`` requires
+    ||g_i − s_i·r_i||² ≤ 2·tol²·||g_i||² + 200·tol²·s_i²·n_i over the whole sequence
+    (tolerances as ``loss_scale``'s), c_i = s_i·n_i."""
+    if z.shape[:2] != y.shape or int(y.max()) >= z.shape[2]:
+        raise NeedFallback("the final Linear's output is not the [N, T, vocabulary] logits of the targets")
+    dtype = compute_dtype(g)
+    z, g = z.to(dtype), g.to(dtype)
+    counted = y != IGNORE_INDEX
+    yy = y.clamp_min(0).unsqueeze(2)
+    p = torch.softmax(z, dim=2)
+    off = p.scatter(2, yy, 0.0) * counted.unsqueeze(2).to(dtype)
+    numerator = torch.linalg.vecdot(g.reshape(len(y), -1), off.reshape(len(y), -1))
+    denominator = torch.linalg.vecdot(off.reshape(len(y), -1), off.reshape(len(y), -1))
+    s = torch.where(denominator > 0, numerator / denominator.clamp_min(torch.finfo(dtype).tiny), torch.ones_like(numerator))
+    residual = g - s.reshape(-1, 1, 1) * off
+    missing = (1.0 - p.gather(2, yy).squeeze(2)) * counted.to(dtype)  # the label entry: s·(1 − p_y)
+    residual.scatter_add_(2, yy, (s.unsqueeze(1) * missing).unsqueeze(2))
+    tol2 = 1e-8 if dtype == torch.float32 else 1e-18
+    tokens = counted.sum(1).to(dtype)
+    flat = residual.reshape(len(y), -1)
+    gflat = g.reshape(len(y), -1)
+    limit = 2 * tol2 * torch.linalg.vecdot(gflat, gflat) + 200 * tol2 * s * s * tokens
+    return s * tokens, torch.linalg.vecdot(flat, flat) <= limit
 
 
 def _loss_scale_numpy(

@@ -20,12 +20,14 @@ from torch import Tensor, nn
 
 from training.batch import TrainingBatch, parse_batch
 from training.grand.capture import Capture
+from training.grand.fallback import model_for_inputs
 from training.grand.logs import warn_once
 from training.grand.loss_scale import LOSS_REDUCTIONS, loss_form_message, loss_scale
 from training.grand.norms import per_sample_grad_norms
 from training.grand.plan import Plan, apply_rules, make_plan
 from training.grand.rules import NeedFallback
 from training.grand.schedule import GrandSchedule
+from training.grand.uses import ParameterUses
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +63,18 @@ class GrandRecording:
     ``numpy_on_cpu``: do the small [N, classes] arithmetic of that check in NumPy on the
     CPU (same result as the torch path, cheaper for such tiny arrays; see ``loss_scale``).
 
+    Language models: logits [N, T, V] from the final ``nn.Linear`` with targets [N, T]
+    (``-100`` not counted); each sequence's loss scale is read off the gradient whatever
+    ``loss_reduction`` says (``loss_scale``), and GraNd is the norm of the gradient of its
+    mean token cross-entropy.
+
     The fallback passes call ``pl_module(x)`` on the batch inputs (batch[0] or a dict
-    key ``x``/``input``/``inputs``/``image``/``images``/``features``).
+    key ``x``/``input``/``inputs``/``image``/``images``/``features``); a ``pl_module``
+    without ``forward`` is read through its one child holding all trainable parameters
+    (``fallback.model_for_inputs``), and ``setup`` raises ``ValueError`` saying what to add
+    when there is none. The first scored step of a fit also checks that no ruled
+    parameter is used outside its layer (``uses``); if one is, every step is scored by the
+    fallback.
     """
 
     numpy_on_cpu = True
@@ -75,6 +87,9 @@ class GrandRecording:
         self.schedule = schedule
         self.loss_reduction = loss_reduction
         self._module: nn.Module | None = None
+        self._scorer: nn.Module | None = None
+        self._uses: ParameterUses | None = None
+        self._uses_checked = False
         self._plan: Plan | None = None
         self._capture: Capture | None = None
         self._head_handle: Any = None
@@ -92,8 +107,8 @@ class GrandRecording:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_module=None, _plan=None, _capture=None, _head_handle=None, _head_input=None, _pending=None,
-                     _deferred=[], _deferred_bytes=0)
+        state.update(_module=None, _scorer=None, _uses=None, _plan=None, _capture=None, _head_handle=None,
+                     _head_input=None, _pending=None, _deferred=[], _deferred_bytes=0)
         return state
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -102,8 +117,10 @@ class GrandRecording:
         if stage != "fit":
             return
         self._module = pl_module
+        self._scorer = model_for_inputs(pl_module)  # raises, saying what to add, when there is none
         self._rank = int(getattr(trainer, "global_rank", 0))
         self._plan = None
+        self._uses_checked = False
         head = None
         for module in pl_module.modules():
             if isinstance(module, nn.Linear):
@@ -166,7 +183,7 @@ class GrandRecording:
                     warn_once(logger, "init-batch", "GraNd init+: batches need inputs, targets and sample ids; skipped")
                     return
                 x, y = _to(x, device), y.to(device)
-                norms = per_sample_grad_norms(pl_module, x, y)
+                norms = per_sample_grad_norms(self._scorer, x, y)
                 self._rows.append((-1, -1, ids.detach().cpu(), norms.detach().float().cpu()))
 
     def on_train_batch_start(self, trainer: Any, pl_module: nn.Module, batch: Any, batch_idx: int) -> None:
@@ -187,6 +204,8 @@ class GrandRecording:
         }
         if plan.fallback_reason is None and self._permanent_fallback is None:
             self._capture.arm()
+            if not self._uses_checked:
+                self._uses = ParameterUses(plan).start()
 
     def on_after_backward(self, trainer: Any, pl_module: nn.Module) -> None:
         pending, self._pending = self._pending, None
@@ -196,6 +215,7 @@ class GrandRecording:
         armed = capture is not None and capture.armed
         if capture is not None:
             capture.disarm()
+        self._stop_uses()
         try:
             if armed and self._can_defer() and self._defer(pending):
                 return
@@ -300,7 +320,21 @@ class GrandRecording:
             ids = entry["ids"].cpu()
             self._rows.append((entry["epoch"], entry["step"], ids[keep], norms[sl][keep]))
 
+    def _stop_uses(self) -> None:
+        """End the one-step check of parameter uses; any use outside a layer makes every
+        later step fall back."""
+        uses, self._uses = self._uses, None
+        if uses is None:
+            return
+        uses.stop()
+        self._uses_checked = True
+        if uses.outside is not None:
+            self._permanent_fallback = uses.outside
+
     def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._uses is not None:  # no on_after_backward: check again on the next scored step
+            self._uses.stop()
+            self._uses = None
         if self._pending is not None:  # no on_after_backward (e.g. a skipped step)
             warn_once(logger, "no-backward", "GraNd: a scheduled step ended without on_after_backward; not recorded")
             self._pending = None
@@ -377,7 +411,7 @@ class GrandRecording:
         if index is not None:
             x = _index(x, index)
             y = y[index]
-        module = self._module
+        module = self._scorer
         device = y.device
         self._own_pass = True
         try:

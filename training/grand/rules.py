@@ -14,7 +14,11 @@ form exists:
 * ``Embedding``: Σ_{t,t'} [idx_t = idx_t'](g_t·g_t'), padding_idx excluded;
 * ``LayerNorm``, ``RMSNorm``, ``GroupNorm``, ``InstanceNorm*`` and eval-mode
   ``BatchNorm*`` (running statistics): the normalised input is recomputed and the
-  per-sample affine gradients Σ g·x̂ and Σ g are materialised (they are small).
+  per-sample affine gradients Σ g·x̂ and Σ g are materialised (they are small);
+* ``MultiheadAttention``: its in- and out-projections are recorded as linear sites
+  (``attention``) and each gets the sequence-Linear rule.
+
+Parameters shared by several layers (tied weights) are combined in ``ties``.
 
 ``REGISTRY`` maps a layer type to its ``LayerRule``; a subclass uses the rule of its
 nearest registered base class. Adding a layer rule means writing its function here and
@@ -25,14 +29,16 @@ which rule applies or why the exact fallback is needed instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: (module, its input, its output gradient) -> per-sample squared norm [N].
-SqNorm = Callable[[nn.Module, Tensor, Tensor], Tensor]
+from training.grand.attention import AttentionTap, LinearSite, tap_attention
+
+#: (module or recorded site, its input, its output gradient) -> per-sample squared norm [N].
+SqNorm = Callable[[Any, Tensor, Tensor], Tensor]
 
 #: Parameter names a rule covers; a module with other trainable parameters needs the fallback.
 RULED_PARAMETERS = frozenset({"weight", "bias"})
@@ -77,25 +83,35 @@ def _outer_sum_sqnorm(a: Tensor, g: Tensor) -> Tensor:
 # -- Linear, Conv, Embedding ------------------------------------------------------------------
 
 
-def linear_sqnorm(module: nn.Linear, x: Tensor, g: Tensor) -> Tensor:
+def outer_sqnorm(x: Tensor, g: Tensor, weight: bool, bias: bool) -> Tensor:
+    """Per-sample squared norm of a linear map's gradient: input ``x`` [N, ..., d_in], output
+    grad ``g`` [N, ..., d_out]; ``weight``/``bias``: which of the two are trainable."""
     n = g.shape[0]
     dtype = compute_dtype(g)
     g = g.to(dtype)
-    w = module.weight.requires_grad
-    b = module.bias is not None and module.bias.requires_grad
     if g.dim() == 2:
         g2 = torch.linalg.vecdot(g, g)
-        if not w:
-            return g2
+        if not weight:
+            return g2 if bias else torch.zeros_like(g2)
         a = x.to(dtype)
         a2 = torch.linalg.vecdot(a, a)
-        return torch.addcmul(g2, a2, g2) if b else a2.mul_(g2)
+        return torch.addcmul(g2, a2, g2) if bias else a2.mul_(g2)
     a = x.to(dtype).reshape(n, -1, x.shape[-1])
     g = g.reshape(n, -1, g.shape[-1])
-    total = _outer_sum_sqnorm(a, g) if w else torch.zeros(n, dtype=dtype, device=g.device)
-    if b:
+    total = _outer_sum_sqnorm(a, g) if weight else torch.zeros(n, dtype=dtype, device=g.device)
+    if bias:
         total = total + per_sample_sqnorm(g.sum(1))
     return total
+
+
+def linear_sqnorm(module: nn.Linear, x: Tensor, g: Tensor) -> Tensor:
+    bias = module.bias is not None and module.bias.requires_grad
+    return outer_sqnorm(x, g, module.weight.requires_grad, bias)
+
+
+def linear_site_sqnorm(site: LinearSite, x: Tensor, g: Tensor) -> Tensor:
+    """A projection recorded inside a layer's forward (``attention.LinearSite``)."""
+    return outer_sqnorm(x, g, site.weight, site.bias)
 
 
 def _conv1d_weight_sqnorm(
@@ -272,6 +288,10 @@ def _batch_statistics(module: nn.modules.batchnorm._BatchNorm) -> str | None:
     return None
 
 
+#: nn.MultiheadAttention's own parameters that its rule covers (``out_proj`` is a child).
+ATTENTION_PARAMETERS = frozenset({"in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight"})
+
+
 @dataclass(frozen=True)
 class LayerRule:
     """How a layer type gets its per-sample squared gradient norm.
@@ -280,27 +300,48 @@ class LayerRule:
     the rule wrong (None when it applies). ``coupling``: why the layer couples the
     samples of a batch (None when it does not); then no ghost norm in the whole model is
     exact, and the fallback differentiates each sample's loss as computed in its batch.
+    ``parameters``: the names of the layer's own parameters the rule covers.
+    ``any_leading``: the layer acts on the last dim only, so its input may be
+    sequence first ([T, N, ...], as inside ``nn.TransformerEncoderLayer(batch_first=False)``).
+    ``tap``: for a layer that applies its parameters by functional calls inside its
+    forward (``nn.MultiheadAttention``), how its forward is recorded as ``LinearSite``s
+    instead of by a forward hook; ``sqnorm`` then applies to each site, and ``covers``
+    names the child modules whose parameters the sites include.
     """
 
     sqnorm: SqNorm
     objection: Callable[[nn.Module], str | None] = _no_objection
     coupling: Callable[[nn.Module], str | None] = _no_objection
+    parameters: frozenset[str] = RULED_PARAMETERS
+    any_leading: bool = False
+    tap: Callable[[nn.Module, AttentionTap], Any] | None = None
+    covers: tuple[str, ...] = ()
+
+
+def _attention_objection(module: nn.MultiheadAttention) -> str | None:
+    if module.bias_k is not None:
+        return "MultiheadAttention(add_bias_kv=True) has no ghost-norm rule for bias_k / bias_v"
+    return None
 
 
 #: Layer type -> its rule. The torch base classes ``_BatchNorm`` and ``_InstanceNorm``
 #: cover BatchNorm1d/2d/3d, SyncBatchNorm and InstanceNorm1d/2d/3d (and their lazy forms).
 REGISTRY: dict[type[nn.Module], LayerRule] = {
-    nn.Linear: LayerRule(linear_sqnorm),
+    nn.Linear: LayerRule(linear_sqnorm, any_leading=True),
     nn.Conv1d: LayerRule(conv_sqnorm),
     nn.Conv2d: LayerRule(conv_sqnorm),
-    nn.Embedding: LayerRule(embedding_sqnorm, objection=_embedding_objection),
-    nn.LayerNorm: LayerRule(layer_norm_sqnorm),
+    nn.Embedding: LayerRule(embedding_sqnorm, objection=_embedding_objection, any_leading=True),
+    nn.LayerNorm: LayerRule(layer_norm_sqnorm, any_leading=True),
     nn.GroupNorm: LayerRule(group_norm_sqnorm),
     nn.modules.instancenorm._InstanceNorm: LayerRule(instance_norm_sqnorm),
     nn.modules.batchnorm._BatchNorm: LayerRule(batch_norm_eval_sqnorm, coupling=_batch_statistics),
+    nn.MultiheadAttention: LayerRule(
+        linear_site_sqnorm, objection=_attention_objection, parameters=ATTENTION_PARAMETERS,
+        tap=tap_attention, covers=("out_proj",),
+    ),
 }
 if hasattr(nn, "RMSNorm"):  # torch >= 2.4
-    REGISTRY[nn.RMSNorm] = LayerRule(rms_norm_sqnorm)
+    REGISTRY[nn.RMSNorm] = LayerRule(rms_norm_sqnorm, any_leading=True)
 
 
 def registered_rule(layer_type: type[nn.Module]) -> LayerRule | None:
@@ -324,6 +365,7 @@ class RuleChoice:
     sqnorm: SqNorm | None
     why_not: str | None = None
     coupled: bool = False
+    rule: LayerRule | None = None
 
 
 def rule_for(module: nn.Module) -> RuleChoice:
@@ -334,14 +376,18 @@ def rule_for(module: nn.Module) -> RuleChoice:
         if coupling is not None:
             return RuleChoice(None, coupling, coupled=True)
     trainable = {name for name, p in module.named_parameters(recurse=False) if p.requires_grad}
-    if not trainable:
+    covered = rule is not None and any(
+        p.requires_grad for child in rule.covers for p in getattr(module, child).parameters()
+    )
+    if not trainable and not covered:
         return RuleChoice(None)
     name = type(module).__name__
-    if not trainable <= RULED_PARAMETERS:
-        return RuleChoice(None, f"{name} has parameters {sorted(trainable - RULED_PARAMETERS)} without a ghost-norm rule")
-    if rule is None:
-        return RuleChoice(None, f"{name} has no ghost-norm rule")
-    objection = rule.objection(module)
+    objection = None if rule is None else rule.objection(module)
     if objection is not None:
         return RuleChoice(None, objection)
-    return RuleChoice(rule.sqnorm)
+    ruled = RULED_PARAMETERS if rule is None else rule.parameters
+    if not trainable <= ruled:
+        return RuleChoice(None, f"{name} has parameters {sorted(trainable - ruled)} without a ghost-norm rule")
+    if rule is None:
+        return RuleChoice(None, f"{name} has no ghost-norm rule")
+    return RuleChoice(rule.sqnorm, rule=rule)
