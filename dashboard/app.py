@@ -19,7 +19,10 @@ import streamlit as st  # noqa: E402
 
 from dashboard import widgets  # noqa: E402
 
-st.set_page_config(page_title="trainmap", page_icon=":material/scatter_plot:", layout="wide")
+# A local favicon: a Material icon as page_icon makes the browser fetch its SVG from
+# fonts.gstatic.com, and the dashboard makes no request outside the machine.
+st.set_page_config(page_title="trainmap", page_icon=str(HERE / "assets" / "favicon.png"),
+                   layout="wide")
 
 pages = [
     st.Page(widgets.PAGE_RUNS, title="Runs", icon=":material/table_rows:", default=True),

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from urllib.parse import urlparse
 import urllib.request
 from pathlib import Path
 
@@ -181,6 +182,9 @@ def test_direct_link_on_a_fresh_server(server, page):
 def test_main_flow_in_chromium(server, page):
     base, store_root = server
     ids = run_ids(store_root)
+    outside: list[str] = []  # an offline tool: no request may leave the machine (fonts, icons, ...)
+    page.on("request", lambda request: outside.append(request.url)
+            if urlparse(request.url).hostname not in ("127.0.0.1", "localhost", None) else None)
 
     # 1. Runs page: the table of the five sample runs.
     page.goto(f"{base}/")  # the Runs page is the default: the server's root URL
@@ -238,6 +242,7 @@ def test_main_flow_in_chromium(server, page):
     page.wait_for_timeout(2500)
     page.screenshot(path=str(ARTIFACTS / "4-compare.png"), full_page=True)
     assert "Traceback" not in page.content()
+    assert outside == [], outside
 
 
 def test_launch_a_rerun_from_the_curriculum_page(server, page):
