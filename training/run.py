@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -75,14 +76,14 @@ class TaskParts:
     default_lr: float
     default_batch_size: int
     samples: pa.Table | None
+    #: writes the task's inputs into a store (once per store), for the dashboard's sample view
+    write_inputs: Callable[[Store], None]
 
 
-def classification_parts(config: TrainConfig, store: Store, is_worker: bool) -> TaskParts:
+def classification_parts(config: TrainConfig) -> TaskParts:
     task = load_task(config.task)
     noise = symmetric_label_noise(task.train_y, config.label_noise, task.num_classes, config.label_noise_seed)
     sample_ids = np.arange(len(task.train_y))
-    if not is_worker:
-        ensure_dataset(store, config.task, task.train_x)
     L.seed_everything(config.seed, workers=True, verbose=False)
     return TaskParts(
         dataset=IndexedDataset(task.train_x, noise.label, sample_ids),
@@ -92,14 +93,18 @@ def classification_parts(config: TrainConfig, store: Store, is_worker: bool) -> 
         default_lr=task.default_lr,
         default_batch_size=task.default_batch_size,
         samples=samples_table(sample_ids, noise.label, noise.original_label, noise.label_noisy),
+        write_inputs=lambda store: ensure_dataset(store, config.task, task.train_x),
     )
 
 
-def sequence_parts(config: TrainConfig, store: Store, is_worker: bool) -> TaskParts:
+def sequence_parts(config: TrainConfig) -> TaskParts:
     """``pydoc-lm``: byte sequences with a group each."""
     task = load_pydoc_lm()
-    if not is_worker and not store.dataset_path(config.task).exists():
-        store.write_dataset(config.task, text_dataset_table(task.train))
+
+    def write_inputs(store: Store) -> None:
+        if not store.dataset_path(config.task).exists():
+            store.write_dataset(config.task, text_dataset_table(task.train))
+
     L.seed_everything(config.seed, workers=True, verbose=False)
     return TaskParts(
         dataset=SequenceDataset(task.train.x, task.train.y, task.train.groups),
@@ -109,6 +114,7 @@ def sequence_parts(config: TrainConfig, store: Store, is_worker: bool) -> TaskPa
         default_lr=task.default_lr,
         default_batch_size=task.default_batch_size,
         samples=None,
+        write_inputs=write_inputs,
     )
 
 
@@ -129,11 +135,10 @@ def train(config: TrainConfig) -> str:
     check_task_settings(config.task, config.model, config.label_noise)
     if config.epochs is None:
         config = dataclasses.replace(config, epochs=default_epochs(config.task))
-    check_accelerator(config.accelerator, config.devices)  # before anything is created
-    store = Store(config.store, create=True)
+    check_accelerator(config.accelerator, config.devices)
     is_worker = int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0
     build_parts = sequence_parts if config.task in SEQUENCE_TASKS else classification_parts
-    parts = build_parts(config, store, is_worker)
+    parts = build_parts(config)
     dataset = parts.dataset
     batch_size = config.batch_size or parts.default_batch_size
     module_kwargs: dict[str, Any] = {}
@@ -150,6 +155,11 @@ def train(config: TrainConfig) -> str:
         parent_run_id = attachment.parent_run_id
         curriculum_name = attachment.curriculum_label
         reload_every = getattr(attachment, "reload_dataloaders_every_n_epochs", 0)
+    # Everything above can refuse the run (settings, the accelerator, the curriculum file):
+    # only now is anything written, so a refused command leaves no store behind.
+    store = Store(config.store, create=True)
+    if not is_worker:
+        parts.write_inputs(store)
 
     train_loader = DataLoader(
         dataset,

@@ -97,3 +97,18 @@ def test_bad_arguments_are_one_line_and_create_nothing(tmp_path, args, expected)
     store = tmp_path / "new-store"
     one_line_refusal(trainmap(*args, "--store", str(store)), expected)
     assert not store.exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("sample_id,weight\n1,-3\n", "negative weight(s), first at sample_id 1"),
+    ("sample_id,weight\n999999,1\n", "sample_id(s) not in the dataset"),
+    ("sample_id\n1\n", "missing column weight"),
+    ("", "cannot be read as csv"),
+])
+def test_a_bad_curriculum_on_a_new_store_creates_nothing(tmp_path, content, expected):
+    curriculum = tmp_path / "c.csv"
+    curriculum.write_text(content)
+    store = tmp_path / "new-store"
+    one_line_refusal(trainmap("train", "--curriculum", str(curriculum), "--epochs", "1", "--store", str(store)),
+                     "curriculum file", expected)
+    assert not store.exists()
