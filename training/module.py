@@ -109,8 +109,18 @@ class Classifier(L.LightningModule):
     def validation_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(logits, targets)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Kept until configure_optimizers: a resumed run may plan more epochs (training.resume).
+        self._resumed_from = checkpoint
+
     def configure_optimizers(self) -> Any:
-        return one_cycle_adamw(self, self.lr, self.weight_decay)
+        config = one_cycle_adamw(self, self.lr, self.weight_decay)
+        resumed = getattr(self, "_resumed_from", None)
+        if resumed is not None:
+            from training.resume import fit_schedule_to
+
+            fit_schedule_to(resumed, config["lr_scheduler"]["scheduler"])
+        return config
 
 
 def one_cycle_adamw(module: L.LightningModule, lr: float, weight_decay: float) -> dict[str, Any]:

@@ -129,8 +129,31 @@ def check_accelerator(accelerator: str, devices: int) -> None:
         raise ValueError("--accelerator mps: no Apple MPS device here; expected --accelerator cpu")
 
 
-def train(config: TrainConfig) -> str:
-    """Train one run, recording it into ``config.store``; return its run id."""
+def resume_config(store_path: str, run_id: str, epochs: int | None = None) -> TrainConfig:
+    """The settings run ``run_id`` of ``store_path`` was trained with (its run.json), with
+    ``epochs`` if given; ``ValueError`` when it cannot be resumed (still training, finished
+    with all its epochs, or without a checkpoint)."""
+    from training.resume import checkpoint_path
+
+    store = Store(store_path)
+    state = store.run_state(run_id)
+    if state["status"] == "running":
+        raise ValueError(f"run {run_id} is still training (pid {state.get('pid')}); expected a run that stopped")
+    if not checkpoint_path(store, run_id).exists():
+        raise ValueError(f"run {run_id} has no checkpoint ({checkpoint_path(store, run_id)}); only runs trained by "
+                         "trainmap train since checkpoints were kept can be resumed")
+    fields = {name: value for name, value in (state.get("config") or {}).items()
+              if name in TrainConfig.__dataclass_fields__}
+    config = TrainConfig(**{**fields, "store": str(store_path), "epochs": epochs or fields.get("epochs")})
+    done = int(state.get("epochs_done") or 0)
+    if config.epochs is not None and config.epochs <= done:
+        raise ValueError(f"run {run_id} has recorded {done} epoch(s); expected --epochs above {done} to resume it")
+    return config
+
+
+def train(config: TrainConfig, resume: str | None = None) -> str:
+    """Train one run, recording it into ``config.store``; return its run id. ``resume``: the
+    id of a stopped run of that store to continue from its checkpoint (``resume_config``)."""
     config.validate()
     check_task_settings(config.task, config.model, config.label_noise)
     if config.epochs is None:
@@ -193,12 +216,15 @@ def train(config: TrainConfig) -> str:
         record_grad_norms=config.grad_norm_every > 0,
         grad_norm_every_n_steps=max(config.grad_norm_every, 1),
     )
+    from training.resume import RunCheckpoint, checkpoint_path
+
+    ckpt_path = str(checkpoint_path(store, resume)) if resume is not None else None
     trainer = L.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
-        callbacks=[recorder],
+        callbacks=[recorder, RunCheckpoint(store, recorder)],  # the checkpoint after the recorder
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -208,7 +234,8 @@ def train(config: TrainConfig) -> str:
         reload_dataloaders_every_n_epochs=reload_every,
     )
     try:
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
+                    weights_only=False)  # our own checkpoint: it holds the recorder's state too
     except SystemExit:
         # Lightning answers Ctrl-C by recording the interruption (the recorder marks the
         # run failed and writes what it has) and then sys.exit(1). Say it was an interrupt,

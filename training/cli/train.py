@@ -61,6 +61,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--accelerator", default="cpu", choices=ACCELERATORS,
                         help="Lightning accelerator (default: cpu; gpu/cuda needs as many CUDA GPUs as --devices)")
     parser.add_argument("--curriculum", default=None, metavar="FILE", help="curriculum file (Parquet or CSV) to train with")
+    parser.add_argument("--resume", default=None, metavar="RUN_ID",
+                        help="continue a stopped run of the store from its last whole epoch, with its own settings "
+                        "(--epochs may give it more epochs; other settings are the run's)")
     parser.add_argument(
         "--keep-steps", action="store_true",
         help="with --curriculum: keep the parent's number of optimisation steps per epoch "
@@ -86,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from training.config import TrainConfig
     from training.tasks import check_task_settings, default_epochs, default_model
 
+    if args.resume is not None:
+        return _resume(args)
     model = args.model or default_model(args.task)
     try:
         check_task_settings(args.task, model, args.label_noise)
@@ -127,6 +132,26 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CliError(str(error)) from error
     run_id = train(config)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        print(f"run_id: {run_id}")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``--resume RUN_ID``: the run's own settings (run.json), more epochs if asked."""
+    from training.cli.common import check_run, open_store
+
+    check_run(open_store(args), args.resume)
+    require_training_extra("train")
+    _quiet_lightning()
+    from training.run import resume_config, train
+
+    try:
+        config = resume_config(str(store_path(args)), args.resume, args.epochs)
+        config.validate()
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    run_id = train(config, resume=args.resume)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         print(f"run_id: {run_id}")
     return 0
