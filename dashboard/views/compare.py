@@ -33,6 +33,11 @@ short = {run_id: names.get(run_id) or run_id for run_id in selected}
 
 @st.fragment(run_every=widgets.LIVE_REFRESH_SECONDS if (statuses == "running").any() else None)
 def compare_body() -> None:
+    with widgets.friendly_errors("the Compare page"):  # inside the fragment: see views/run.py
+        compare_content()
+
+
+def compare_content() -> None:
     versions = {run_id: data.run_version(root, run_id) for run_id in selected}
     infos = {run_id: data.run_info(root, run_id, versions[run_id]) for run_id in selected}
     for run_id, info in infos.items():

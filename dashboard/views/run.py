@@ -346,6 +346,13 @@ def groups_section(version: tuple, scores: list[str]) -> None:
 
 @st.fragment(run_every=widgets.live_interval(first_info.get("status")))
 def run_body() -> None:
+    # Inside the fragment: Streamlit shows a fragment's exception itself, before any handler
+    # around the page could turn it into one line (a damaged segment, a run.json gone bad).
+    with widgets.friendly_errors("the Run page"):
+        run_content()
+
+
+def run_content() -> None:
     version = data.run_version(root, run_id)
     info = data.run_info(root, run_id, version)
     if info.get("status") != first_info.get("status"):

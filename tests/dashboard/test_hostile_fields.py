@@ -58,3 +58,19 @@ def test_an_unknown_run_in_the_url_is_said_not_silently_replaced(sample_store):
     assert "No run '20991231-000000-ffffff' in this store; showing the newest run instead." in texts(at)
     at = run_clean(app_test(sample_store, "views/run.py", run="../../etc/passwd" + "x" * 5000))
     assert "in this store; showing the newest run instead." in texts(at)
+
+
+def test_a_truncated_segment_is_named_in_one_warning_and_the_other_runs_stay_usable(tmp_path):
+    store, run_id = hostile_store(tmp_path)
+    store.update_run(run_id, name="damaged", status="finished", error=None, task="mnist1d")
+    store.reopen_run(run_id)  # back to segments, as a live or killed run has them
+    segment = store.run_dir(run_id) / "presentations" / "part-compacted.parquet"
+    segment.write_bytes(segment.read_bytes()[:1000])  # cut short: no Parquet footer
+    other = [r for r in store.run_ids() if r != run_id][0]
+    for page, params in [("views/run.py", {"run": run_id, "view": "Curves"}),
+                         ("views/compare.py", {"runs": [run_id, other]})]:
+        at = run_clean(app_test(store, page, **params))
+        warnings = [w.value for w in at.warning]
+        assert any("part-compacted.parquet" in w and "Could not show the" in w for w in warnings), warnings
+    at = run_clean(app_test(store, "views/run.py", run=other, view="Curves"))
+    assert not at.warning and at.get("plotly_chart")
