@@ -73,27 +73,32 @@ def lightning_run(store, with_groups=False):
     return recorder.run_id
 
 
+def train_and_record(rec, model, optimizer, backward, with_groups=False, outputs_as_dict=False):
+    """The loop a user writes around a Recorder: the same batches and steps as Lightning's."""
+    step = 0
+    for epoch in range(EPOCHS):
+        for batch in batches(with_groups):
+            logits = model(batch["x"])
+            loss = F.cross_entropy(logits, batch["y"])
+            optimizer.zero_grad()
+            backward(loss)
+            outputs = {"loss": loss, "logits": logits} if outputs_as_dict else logits
+            rec.log_batch(batch["sample_id"], outputs, batch["y"], step=step, epoch=epoch, groups=batch.get("group"))
+            rec.log_step(step, loss=loss, lr=optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            step += 1
+        with torch.no_grad():
+            for batch in batches():
+                rec.log_validation(model(batch["x"]), batch["y"])
+        rec.end_epoch()
+
+
 def plain_run(store, with_groups=False):
     model = network()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    step = 0
     with Recorder(store, run_name="plain", task="tiny", model=model, grad_norm_every_n_steps=2,
                   max_epochs=EPOCHS) as rec:
-        for epoch in range(EPOCHS):
-            for batch in batches(with_groups):
-                logits = model(batch["x"])
-                loss = F.cross_entropy(logits, batch["y"])
-                optimizer.zero_grad()
-                loss.backward()
-                rec.log_batch(batch["sample_id"], logits, batch["y"], step=step, epoch=epoch,
-                              groups=batch.get("group"))
-                rec.log_step(step, loss=loss, lr=optimizer.param_groups[0]["lr"])
-                optimizer.step()
-                step += 1
-            with torch.no_grad():
-                for batch in batches():
-                    rec.log_validation(model(batch["x"]), batch["y"])
-            rec.end_epoch()
+        train_and_record(rec, model, optimizer, lambda loss: loss.backward(), with_groups)
     return rec.run_id
 
 
@@ -103,23 +108,9 @@ def fabric_run(store):
     model = network()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     model, optimizer = fabric.setup(model, optimizer)
-    step = 0
     with Recorder(store, run_name="fabric", task="tiny", model=model, grad_norm_every_n_steps=2,
                   rank=fabric.global_rank, world_size=fabric.world_size) as rec:
-        for epoch in range(EPOCHS):
-            for batch in batches():
-                logits = model(batch["x"])
-                loss = F.cross_entropy(logits, batch["y"])
-                optimizer.zero_grad()
-                fabric.backward(loss)
-                rec.log_batch(batch["sample_id"], {"loss": loss, "logits": logits}, batch["y"], step=step)
-                rec.log_step(step, loss=loss, lr=optimizer.param_groups[0]["lr"])
-                optimizer.step()
-                step += 1
-            with torch.no_grad():
-                for batch in batches():
-                    rec.log_validation(model(batch["x"]), batch["y"])
-            rec.end_epoch()
+        train_and_record(rec, model, optimizer, fabric.backward, outputs_as_dict=True)
     return rec.run_id
 
 

@@ -186,13 +186,21 @@ def conv_sqnorm(module: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor) -> Tensor:
     return total
 
 
-def embedding_sqnorm(module: nn.Embedding, x: Tensor, g: Tensor) -> Tensor:
+def embedding_rows(module: nn.Embedding, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Each sample's looked-up indices ``[n, L]`` and their output gradients ``[n, L, d]`` (in
+    the compute dtype), zero at ``padding_idx``, which gets no gradient."""
     n = g.shape[0]
     dtype = compute_dtype(g)
     idx = x.reshape(n, -1)
     g = g.to(dtype).reshape(n, idx.shape[1], -1)
     if module.padding_idx is not None:
         g = g * (idx != module.padding_idx).unsqueeze(2).to(dtype)
+    return idx, g
+
+
+def embedding_sqnorm(module: nn.Embedding, x: Tensor, g: Tensor) -> Tensor:
+    idx, g = embedding_rows(module, x, g)
+    n, dtype = g.shape[0], g.dtype
     if idx.shape[1] == 1:
         return per_sample_sqnorm(g)
     same = (idx.unsqueeze(2) == idx.unsqueeze(1)).to(dtype)

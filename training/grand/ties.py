@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from training.grand.rules import compute_dtype, per_sample_sqnorm
+from training.grand.rules import compute_dtype, embedding_rows, per_sample_sqnorm
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,7 @@ def linear_weight_sum(module: nn.Linear, x: Tensor, g: Tensor) -> OuterSum:
 
 
 def embedding_weight_sum(module: nn.Embedding, x: Tensor, g: Tensor) -> OuterSum:
-    n = g.shape[0]
-    dtype = compute_dtype(g)
-    idx = x.reshape(n, -1)
-    g = g.to(dtype).reshape(n, idx.shape[1], -1)
-    if module.padding_idx is not None:
-        g = g * (idx != module.padding_idx).unsqueeze(2).to(dtype)
-    return OuterSum(idx, g)
+    return OuterSum(*embedding_rows(module, x, g))
 
 
 #: Layer type -> its contribution to a shared ``weight``.
