@@ -26,7 +26,7 @@ import pandas as pd
 
 from store.errors import StoreError
 from store.layout import Store
-from store.queries import load_sql, query_run, sample_summary
+from store.queries import check_one_name_per_id, load_sql, query_run, sample_summary
 from store.scores import get_score
 
 #: The per-group table's columns after ``group`` and ``group_id`` (``store/sql/group_scores.sql``).
@@ -45,13 +45,7 @@ def group_names(store: Store, run_id: str) -> pd.DataFrame:
     """``group_id, group`` of a run (empty when its batches gave no groups); a ``StoreError``
     if one id has two names (two ranks that disagree)."""
     names = query_run(store, run_id, "group_names", tables=("groups",))
-    twice = names["group_id"].duplicated(keep=False)
-    if twice.any():
-        first = names[twice].head(2)
-        raise StoreError(
-            f"run {run_id!r}: group id {int(first['group_id'].iloc[0])} has two names "
-            f"({', '.join(map(repr, first['group_name']))}); rename one of them"
-        )
+    check_one_name_per_id(names, run_id, "group_id", "group_name", "group id {} has two names")
     return pd.DataFrame({"group_id": names["group_id"].astype(np.int64), "group": names["group_name"].astype(object)})
 
 

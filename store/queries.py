@@ -335,14 +335,18 @@ def sample_keys(store: Store, run_id: str) -> pd.DataFrame:
     """``sample_id, sample_key`` of a run whose samples have string keys (empty otherwise);
     a ``StoreError`` if one id stands for two keys (a collision two ranks could not see)."""
     keys = query_run(store, run_id, "sample_keys", tables=("sample_keys",))
-    twice = keys["sample_id"].duplicated(keep=False)
-    if twice.any():
-        first = keys[twice].head(2)
-        raise StoreError(
-            f"run {run_id!r}: sample id {int(first['sample_id'].iloc[0])} stands for two keys "
-            f"({', '.join(map(repr, first['sample_key']))}); rename one of them"
-        )
+    check_one_name_per_id(keys, run_id, "sample_id", "sample_key", "sample id {} stands for two keys")
     return keys
+
+
+def check_one_name_per_id(frame: pd.DataFrame, run_id: str, id_column: str, name_column: str, problem: str) -> None:
+    """``StoreError`` when one id of a mapping the ranks wrote separately has two names (a hash
+    collision, or ranks that disagree); ``problem`` says so, with ``{}`` for the id."""
+    twice = frame[id_column].duplicated(keep=False)
+    if twice.any():
+        first = frame[twice].head(2)
+        raise StoreError(f"run {run_id!r}: {problem.format(int(first[id_column].iloc[0]))} "
+                         f"({', '.join(map(repr, first[name_column]))}); rename one of them")
 
 
 def _with_sample_keys(store: Store, run_ids: list[str], frame: pd.DataFrame) -> pd.DataFrame:
