@@ -14,7 +14,6 @@ from dashboard import data, formatting, widgets
 from dashboard.views import curriculum_jobs, curriculum_outcome, curriculum_preview
 
 
-
 def _param_widget(strategy: str, name: str, default):
     spec = data.PARAMS[name]
     key = f"cur_{strategy}_{name}"
