@@ -62,6 +62,17 @@ def _int(value: Any, what: str, minimum: int | None = None) -> int:
     return number
 
 
+#: ``trainmap train`` has no option for these config keys: a parent must have had the
+#: default (``training.config.TrainConfig``, checked by tests/dashboard/test_launcher.py).
+FIXED_SETTINGS = {"weight_decay": 1e-2}
+#: Config keys that are not settings of the training: the rerun's own (or display only).
+NOT_REPEATED = ("name", "store", "curriculum", "progress")
+
+
+def _option(args: list[str], flag: str, value: Any) -> None:
+    args += [flag, value]
+
+
 def rerun_args(
     parent_config: dict[str, Any],
     curriculum: str | os.PathLike[str],
@@ -69,9 +80,17 @@ def rerun_args(
     store: str | os.PathLike[str],
     name: str,
     epochs: int | None = None,
-    keep_steps: bool = False,
+    keep_steps: bool | None = None,
+    seed: int | None = None,
 ) -> list[str]:
-    """``trainmap train`` arguments that repeat the parent's config with a curriculum."""
+    """``trainmap train`` arguments that repeat every setting of the parent's run.json
+    ``config`` with a curriculum; ``epochs``, ``keep_steps`` and ``seed`` override the
+    parent's when given. A config key this function does not know is refused, so that no
+    setting is ever dropped silently."""
+    unknown = sorted(set(parent_config) - set(REPEATED) - set(FIXED_SETTINGS) - set(NOT_REPEATED))
+    if unknown:
+        raise LaunchError(f"the parent's config has setting(s) {', '.join(unknown)} that a rerun from the dashboard "
+                          "cannot repeat; rerun it with `trainmap train` from the command line")
     task = parent_config.get("task")
     model = parent_config.get("model")
     if task not in TASK_NAMES:
@@ -79,37 +98,81 @@ def rerun_args(
                           "train such reruns from your own script")
     if model not in MODEL_NAMES:
         raise LaunchError(f"the parent's model {model!r} is not one of {', '.join(MODEL_NAMES)}")
-    if not _NAME.match(name):
-        raise LaunchError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-'")
+    check_name(name)
+    for key, default in FIXED_SETTINGS.items():
+        if parent_config.get(key) not in (None, default):
+            raise LaunchError(f"the parent's {key} is {parent_config[key]!r}, but `trainmap train` always uses "
+                              f"{default!r}; rerun it from your own script")
     curriculum_path = Path(curriculum)
     if not curriculum_path.is_file():
         raise LaunchError(f"curriculum file {str(curriculum_path)!r} does not exist")
     epochs = _int(epochs if epochs is not None else parent_config.get("epochs", 20), "epochs", 1)
+    seed = _int(seed if seed is not None else parent_config.get("seed", 0), "seed", 0)
     try:
         noise = check_label_noise(parent_config.get("label_noise") or 0.0)
     except ValueError as error:
         raise LaunchError(str(error)) from error
     args = [
-        "train", "--task", task, "--model", model, "--epochs", str(epochs),
-        "--seed", str(_int(parent_config.get("seed", 0), "seed")),
+        "train", "--task", task, "--model", model, "--epochs", str(epochs), "--seed", str(seed),
         "--label-noise", repr(noise),
-        "--label-noise-seed", str(_int(parent_config.get("label_noise_seed", 0), "label noise seed")),
+        "--label-noise-seed", str(_int(parent_config.get("label_noise_seed", 0), "label noise seed", 0)),
         "--curriculum", str(curriculum_path.resolve()),
         "--store", str(Path(store).resolve()),
         "--name", name, "--no-progress",
     ]
     if parent_config.get("batch_size") is not None:
-        args += ["--batch-size", str(_int(parent_config["batch_size"], "batch size", 1))]
+        _option(args, "--batch-size", str(_int(parent_config["batch_size"], "batch size", 1)))
     if parent_config.get("lr") is not None:
         lr = float(parent_config["lr"])
         if not lr > 0:
             raise LaunchError(f"learning rate must be positive, got {lr}")
-        args += ["--lr", repr(lr)]
+        _option(args, "--lr", repr(lr))
     if parent_config.get("grad_norm_every") is not None:  # the parent's sampling of gradient norms
-        args += ["--grad-norm-every", str(_int(parent_config["grad_norm_every"], "gradient-norm interval", 0))]
-    if keep_steps:
+        _option(args, "--grad-norm-every", str(_int(parent_config["grad_norm_every"], "gradient-norm interval", 0)))
+    grand = parent_config.get("grand")
+    if grand is not None:
+        if not isinstance(grand, str) or not _GRAND.match(grand):
+            raise LaunchError(f"the parent's GraNd schedule {grand!r} is not a schedule `trainmap train --grand` takes")
+        _option(args, "--grand", grand)
+    for key, flag, choices in (("devices", "--devices", None), ("strategy", "--strategy", _STRATEGIES),
+                               ("accelerator", "--accelerator", _ACCELERATORS)):
+        value = parent_config.get(key)
+        if value is None:
+            continue
+        if choices is None:
+            value = str(_int(value, key, 1))
+        elif value not in choices:
+            raise LaunchError(f"the parent's {key} {value!r} is not one of {', '.join(choices)}")
+        _option(args, flag, value)
+    if keep_steps if keep_steps is not None else bool(parent_config.get("keep_steps")):
         args.append("--keep-steps")
     return args
+
+
+#: The config keys ``rerun_args`` passes on (``NOT_REPEATED`` and ``FIXED_SETTINGS`` aside).
+REPEATED = ("task", "model", "epochs", "seed", "label_noise", "label_noise_seed", "batch_size", "lr",
+            "grad_norm_every", "grand", "devices", "strategy", "accelerator", "keep_steps")
+_STRATEGIES = ("auto", "ddp", "ddp_spawn")
+_ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+_GRAND = re.compile(r"^[A-Za-z0-9:+,]{1,200}$")
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid run name, else ``LaunchError`` saying what is allowed."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise LaunchError(f"run name {name!r} may only hold letters, digits, '.', '_' and '-' (1 to 80 of them)")
+    return name
+
+
+def suggest_name(parent_name: str, strategy: str, score: str | None, taken: set[str] | frozenset[str]) -> str:
+    """``<parent name>-<strategy>-<score>`` (characters a name may not hold become '-'),
+    with ``-2``, ``-3``, ... when that name is ``taken``."""
+    parts = [parent_name or "rerun", strategy] + ([score] if score else [])
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")[:72] or "rerun"
+    name, number = base, 2
+    while name in taken:
+        name, number = f"{base}-{number}", number + 1
+    return name
 
 
 def unique_name(prefix: str = "rerun") -> str:
@@ -151,41 +214,3 @@ def launch(args: list[str], *, store: str | os.PathLike[str], name: str) -> Laun
         )
     return Launch(args=list(args), name=name, store=str(store), log_path=str(log_path), process=process,
                   started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-
-
-def find_run(store: str | os.PathLike[str], name: str) -> tuple[str | None, dict[str, Any] | None]:
-    """The run (id, run.json) that carries ``name``, if it was created yet (newest first)."""
-    runs = Store(store)
-    for run_id in reversed(runs.run_ids()):
-        try:
-            info = runs.run_info(run_id)
-        except StoreError:  # an unreadable run.json is not this launch's run (yet)
-            continue
-        if info.get("name") == name:
-            return run_id, info
-    return None, None
-
-
-def launch_status(launch: Launch) -> dict[str, Any]:
-    """``state`` (starting / running / finished / failed), ``run_id``, ``epochs_done``,
-    ``max_epochs``, ``returncode``, and the log's last lines when it failed."""
-    returncode = None if launch.process is None else launch.process.poll()
-    run_id, info = find_run(launch.store, launch.name)
-    status: dict[str, Any] = {
-        "run_id": run_id,
-        "epochs_done": (info or {}).get("epochs_done", 0),
-        "max_epochs": (info or {}).get("max_epochs"),
-        "returncode": returncode,
-        "run_status": (info or {}).get("status"),
-    }
-    if returncode is None:
-        status["state"] = "running" if run_id else "starting"
-    elif returncode == 0 and (info or {}).get("status") == "finished":
-        status["state"] = "finished"
-    else:
-        status["state"] = "failed"
-        try:
-            status["log_tail"] = Path(launch.log_path).read_text(errors="replace").strip().splitlines()[-5:]
-        except OSError:
-            status["log_tail"] = []
-    return status

@@ -173,32 +173,80 @@ def rank_hardest(summary: pd.DataFrame, score: str) -> pd.DataFrame:
     return summary.iloc[order].reset_index(drop=True)
 
 
-#: Cartography regions (Swayamdipta et al. 2020 read them off the map; these cut-offs
-#: make that reading reproducible and are parameters wherever regions are used).
+#: Cartography regions (Swayamdipta et al. 2020 read them off the map and, in their
+#: experiments, take each region as a third of the data). The cut-offs are computed per run
+#: by ``region_cutoffs`` (per-run thirds) unless a caller gives fixed ones.
+REGIONS = ("easy-to-learn", "ambiguous", "hard-to-learn")
+#: Quantile of the variability above which a sample is ambiguous: the top third.
+AMBIGUOUS_QUANTILE = 2 / 3
+#: Quantile of the confidence, among the samples that are not ambiguous, at or above which
+#: a sample is easy-to-learn (below it hard-to-learn): the two halves of the other two thirds.
+EASY_QUANTILE = 1 / 2
+#: How ``region_cutoffs`` cuts, in words (shown by the dashboard and the CLI).
+REGION_RULE = (
+    "per-run thirds: ambiguous = variability above its 2/3 quantile (the top third); the other "
+    "two thirds split at their median confidence: easy-to-learn at or above it, hard-to-learn below"
+)
+#: Fixed cut-offs of earlier versions, no longer a default: kept only while
+#: ``dashboard/data.py`` re-exports them.
 DEFAULT_AMBIGUOUS_VARIABILITY = 0.2
 DEFAULT_EASY_CONFIDENCE = 0.5
-REGIONS = ("easy-to-learn", "ambiguous", "hard-to-learn")
+
+
+@dataclass(frozen=True)
+class RegionCutoffs:
+    """Where a run's data map is cut into regions (see ``cartography_region``)."""
+
+    #: a sample is ambiguous when its variability is above this
+    ambiguous_variability: float
+    #: otherwise easy-to-learn when its confidence is at or above this, hard-to-learn below
+    easy_confidence: float
+
+
+def region_cutoffs(confidence: pd.Series, variability: pd.Series) -> RegionCutoffs:
+    """Per-run thirds: the variability's ``AMBIGUOUS_QUANTILE`` and, among the samples at or
+    below it, the confidence's ``EASY_QUANTILE`` (linear interpolation, numpy's default).
+
+    Samples without a confidence or variability are left out. Raises ``ValueError`` when
+    no sample has both (nothing to cut).
+    """
+    confidence_values = confidence.to_numpy(dtype=float, na_value=np.nan)
+    variability_values = variability.to_numpy(dtype=float, na_value=np.nan)
+    scored = ~(np.isnan(confidence_values) | np.isnan(variability_values))
+    if not scored.any():
+        raise ValueError("no sample has both a confidence and a variability: the run recorded no "
+                         "p(label) or presented no sample yet; region cut-offs need at least one")
+    ambiguous = float(np.quantile(variability_values[scored], AMBIGUOUS_QUANTILE))
+    stable = scored & (variability_values <= ambiguous)
+    easy = float(np.quantile(confidence_values[stable], EASY_QUANTILE))
+    return RegionCutoffs(ambiguous_variability=ambiguous, easy_confidence=easy)
 
 
 def cartography_region(
     confidence: pd.Series,
     variability: pd.Series,
-    ambiguous_variability: float = DEFAULT_AMBIGUOUS_VARIABILITY,
-    easy_confidence: float = DEFAULT_EASY_CONFIDENCE,
+    cutoffs: RegionCutoffs | None = None,
 ) -> pd.Series:
     """easy-to-learn / ambiguous / hard-to-learn for each sample.
 
-    Ambiguous: variability >= ``ambiguous_variability``; otherwise easy-to-learn when
-    confidence >= ``easy_confidence`` and hard-to-learn below it. A sample without a
-    confidence or variability (not presented yet, or a run that recorded no p_true) is in
-    no region: a missing value.
+    Ambiguous: variability > ``cutoffs.ambiguous_variability``; otherwise easy-to-learn when
+    confidence >= ``cutoffs.easy_confidence`` and hard-to-learn below it. Without
+    ``cutoffs`` they are ``region_cutoffs`` of these samples (per-run thirds: pass the whole
+    run). A sample without a confidence or variability (not presented yet, or a run that
+    recorded no p_true) is in no region: a missing value.
     """
     confidence_values = confidence.to_numpy(dtype=float, na_value=np.nan)
     variability_values = variability.to_numpy(dtype=float, na_value=np.nan)
-    region = np.where(
-        variability_values >= ambiguous_variability,
-        REGIONS[1],
-        np.where(confidence_values >= easy_confidence, REGIONS[0], REGIONS[2]),
-    ).astype(object)
-    region[np.isnan(confidence_values) | np.isnan(variability_values)] = None
+    missing = np.isnan(confidence_values) | np.isnan(variability_values)
+    if missing.all():
+        return pd.Series([None] * len(confidence), index=confidence.index, name="region", dtype=object)
+    if cutoffs is None:
+        cutoffs = region_cutoffs(confidence, variability)
+    with np.errstate(invalid="ignore"):
+        region = np.where(
+            variability_values > cutoffs.ambiguous_variability,
+            REGIONS[1],
+            np.where(confidence_values >= cutoffs.easy_confidence, REGIONS[0], REGIONS[2]),
+        ).astype(object)
+    region[missing] = None
     return pd.Series(region, index=confidence.index, name="region")

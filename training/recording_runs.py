@@ -4,9 +4,12 @@ created (rank zero) or reopened to resume, and where its collectives' tensors li
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +17,15 @@ import torch
 
 from store.errors import StoreError
 from store.layout import HEARTBEAT_SECS, Store
+from store.progress import StepProgress, write_progress
 from store.recording.rows import samples_table
 from store.settings import MONITOR_DATALOADER_FIELD
 
-__all__ = ["Heartbeat", "outcome_of", "check_settings", "create_run", "device_of", "resume_run", "store_folder"]
+__all__ = ["Heartbeat", "step_progress", "outcome_of", "check_settings", "create_run", "device_of", "resume_run", "store_folder"]
 
 logger = logging.getLogger(__name__)
+#: How often a training process publishes its step progress (store.progress).
+PROGRESS_SECS = 2.0
 
 
 def check_settings(*, grad_norm_every_n_steps: Any, chunk_rows: Any, monitor_dataloader_idx: Any, flush_secs: Any) -> None:
@@ -76,18 +82,43 @@ def device_of(parameters: list[torch.nn.Parameter]) -> torch.device:
     return parameters[0].device if parameters else torch.device("cpu")
 
 
+def step_progress(recorder: Any) -> Callable[[], StepProgress | None] | None:
+    """For a recorder driven by Lightning (its ``collectives`` is the trainer's strategy): a
+    function giving the trainer's step progress, read from the heartbeat thread. The total
+    is computed once here, in the training thread (it may set up the data loaders); None
+    when no trainer is reachable (a hand-written loop): then only the beat is written."""
+    try:
+        trainer = recorder.collectives.lightning_module.trainer
+        total = trainer.estimated_stepping_batches
+    except Exception:  # not Lightning, or no module attached: no step progress
+        return None
+    total_steps = int(total) if isinstance(total, (int, float)) and math.isfinite(total) else None
+
+    def progress() -> StepProgress:
+        return StepProgress(step=int(trainer.global_step), total_steps=total_steps,
+                            epoch=int(trainer.current_epoch), max_epochs=trainer.max_epochs)
+
+    return progress
+
+
 class Heartbeat:
     """A daemon thread that touches the run's heartbeat file every ``HEARTBEAT_SECS`` while
     the run records (and compacts), so that readers can tell a run whose process was killed
     with its whole group, or lost with its node, from one that is still training
     (``store.layout.Store.run_state``). A thread, not the training loop: a long step or a
-    long compaction must not look like a dead process."""
+    long compaction must not look like a dead process.
 
-    def __init__(self, store: Store, run_id: str, every: float = HEARTBEAT_SECS) -> None:
+    With ``progress`` (``step_progress``), it also publishes the run's step progress every
+    ``progress_every`` seconds (``store.progress``), for the dashboard's job list."""
+
+    def __init__(self, store: Store, run_id: str, every: float = HEARTBEAT_SECS,
+                 progress: Callable[[], StepProgress | None] | None = None, progress_every: float = PROGRESS_SECS) -> None:
         self.store, self.run_id, self.every = store, run_id, every
+        self.progress, self.progress_every = progress, min(progress_every, every)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="trainmap-heartbeat", daemon=True)
         self._warned = False
+        self._last_beat = 0.0
 
     def start(self) -> Heartbeat:
         self._beat()
@@ -98,18 +129,38 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        if self.progress is not None:
+            self._publish()  # the last step, so that a finished run shows all of them
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self._beat()
+        tick = self.progress_every if self.progress is not None else self.every
+        while not self._stop.wait(tick):
+            if time.monotonic() - self._last_beat >= self.every - 1e-3:
+                self._beat()
+            elif self.progress is not None:
+                self._publish()
 
     def _beat(self) -> None:
+        self._last_beat = time.monotonic()
         try:
             self.store.beat(self.run_id)
         except Exception as error:  # a full disk must not stop training; say it once
-            if not self._warned:
-                self._warned = True
-                logger.warning("cannot write the heartbeat of run %s: %s", self.run_id, error)
+            self._warn(error)
+        if self.progress is not None:
+            self._publish()
+
+    def _publish(self) -> None:
+        try:
+            progress = self.progress() if self.progress is not None else None
+            if progress is not None:
+                write_progress(self.store.root, self.run_id, progress)
+        except Exception as error:
+            self._warn(error)
+
+    def _warn(self, error: Exception) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning("cannot write the heartbeat of run %s: %s", self.run_id, error)
 
 
 #: Exceptions that mean "stopped on purpose" (Ctrl-C; SIGTERM from ``timeout``, systemd,

@@ -43,7 +43,8 @@ from training.groups import GroupNames
 from training.recording_buffers import ChunkBuffer, StepBuffer, ValidationLoaders
 from training.recording_collectives import default_collectives
 from training.recording_outputs import presentation_columns
-from training.recording_runs import Heartbeat, outcome_of, check_settings, create_run, device_of, resume_run, store_folder
+from training.recording_runs import (Heartbeat, outcome_of, check_settings, create_run, device_of, resume_run,
+                                     step_progress, store_folder)
 from training.recording_tensors import owning_layers, parameter_grad_norms
 from training.reduce import SEQUENCE_CORRECT_THRESHOLD
 from training.sample_keys import SampleKeys, sample_id_tensor
@@ -202,7 +203,7 @@ class Recorder:
         self.run_id = self.collectives.broadcast(run_id, src=0)
         if self.rank == 0:  # readers tell a dead run from a live one by it (Store.run_state)
             self._stop_heartbeat()
-            self._heartbeat = Heartbeat(self.store, self.run_id).start()
+            self._heartbeat = Heartbeat(self.store, self.run_id, progress=step_progress(self)).start()
         self.epoch = resume_epoch if resume_epoch is not None else self.epochs_recorded
         self.output_kind = None  # checked again at this start's first batch
         self._writer.start(Configure(

@@ -10,9 +10,10 @@ import pandas as pd
 
 from store.errors import StoreError
 from store.layout import Store
-from store.scores import DEFAULT_AMBIGUOUS_VARIABILITY, DEFAULT_EASY_CONFIDENCE, REGIONS
+from store.scores import REGIONS
 from store.views.connection import query_summary, score_column, summary_cursor
 from store.views.results import Histogram
+from store.views.run import run_region_cutoffs
 
 #: Scores whose values are whole numbers: histogram bins are one unit wide (or a multiple).
 INTEGER_SCORES = frozenset({"forgetting_events", "first_learned_epoch"})
@@ -21,17 +22,28 @@ INTEGER_SCORES = frozenset({"forgetting_events", "first_learned_epoch"})
 def region_counts(
     store: Store,
     run_id: str,
-    ambiguous_variability: float = DEFAULT_AMBIGUOUS_VARIABILITY,
-    easy_confidence: float = DEFAULT_EASY_CONFIDENCE,
+    ambiguous_variability: float | None = None,
+    easy_confidence: float | None = None,
 ) -> pd.DataFrame:
-    """Samples (and flipped labels) per cartography region, as ``store.cartography_region`` cuts them."""
+    """Samples (and flipped labels) per cartography region, as ``store.cartography_region``
+    cuts them; a cut-off not given is the run's own (``run_region_cutoffs``: per-run thirds)."""
+    if ambiguous_variability is None or easy_confidence is None:
+        cutoffs = run_region_cutoffs(store, run_id)
+        if cutoffs is not None:
+            ambiguous_variability = cutoffs.ambiguous_variability if ambiguous_variability is None \
+                else ambiguous_variability
+            easy_confidence = cutoffs.easy_confidence if easy_confidence is None else easy_confidence
+    counts = pd.DataFrame({"region": list(REGIONS)})
+    if ambiguous_variability is None or easy_confidence is None:  # nothing scored: no region
+        counts[["samples", "flipped"]] = 0
+        return counts
     frame = query_summary(
         store,
         run_id,
         """
         SELECT
             CASE
-                WHEN variability >= $ambiguous THEN $ambiguous_name
+                WHEN variability > $ambiguous THEN $ambiguous_name
                 WHEN confidence >= $easy THEN $easy_name
                 ELSE $hard_name
             END AS region,
@@ -39,6 +51,7 @@ def region_counts(
             count(*) FILTER (WHERE label_noisy) AS flipped
         FROM summary
         WHERE confidence IS NOT NULL AND NOT isnan(confidence)
+          AND variability IS NOT NULL AND NOT isnan(variability)
         GROUP BY ALL
         """,
         {
@@ -49,7 +62,7 @@ def region_counts(
             "hard_name": REGIONS[2],
         },
     )
-    counts = pd.DataFrame({"region": list(REGIONS)}).merge(frame, on="region", how="left")
+    counts = counts.merge(frame, on="region", how="left")
     counts[["samples", "flipped"]] = counts[["samples", "flipped"]].fillna(0).astype("int64")
     return counts
 

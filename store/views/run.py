@@ -1,4 +1,5 @@
-"""One run at a glance: its sample count and recorded scores, its step curves, its data map.
+"""One run at a glance: its sample count and recorded scores, its step curves, its data map
+and the cut-offs of its regions, its per-layer gradient norms.
 
 Small, aggregated answers from big runs: a bucketed step curve and a deterministic
 random sample of at most ``max_points`` points, asked of DuckDB, never a whole table in
@@ -14,7 +15,7 @@ import pandas as pd
 
 from store.errors import StoreError
 from store.layout import Store
-from store.scores import SCORES
+from store.scores import SCORES, RegionCutoffs, region_cutoffs
 from store.views.connection import cursor, query_summary, score_column
 from store.views.results import DEFAULT_MAX_POINTS, Sampled
 
@@ -117,3 +118,49 @@ def data_map(
     )
     frame = frame.sort_values("sample_id", kind="stable").reset_index(drop=True)
     return Sampled(frame, total, "all" if len(frame) == total else "random sample")
+
+
+def run_region_cutoffs(store: Store, run_id: str) -> RegionCutoffs | None:
+    """The run's cartography cut-offs (``store.region_cutoffs``: per-run thirds over every
+    scored sample, never a random sample of them); None while no sample has a confidence."""
+    frame = query_summary(
+        store, run_id,
+        "SELECT confidence, variability FROM summary "
+        "WHERE confidence IS NOT NULL AND NOT isnan(confidence) "
+        "AND variability IS NOT NULL AND NOT isnan(variability)",
+    )
+    if frame.empty:
+        return None
+    return region_cutoffs(frame["confidence"], frame["variability"])
+
+
+def layer_grad_norm_curves(store: Store, run_id: str, max_points: int = 2_000) -> Sampled:
+    """Gradient norm per layer and step (columns step, layer, grad_norm); past ``max_points``
+    steps, each layer's means over equal step buckets. ``total`` counts the recorded steps."""
+    files = store.table_files(run_id, "layer_grad_norms")
+    empty = pd.DataFrame(columns=["step", "layer", "grad_norm"])
+    if not files:
+        return Sampled(empty, 0, "all")
+    con = cursor()
+    try:
+        con.register("layer_grad_norms", con.read_parquet([str(path) for path in files]))
+        total = int(con.execute("SELECT count(DISTINCT step) FROM layer_grad_norms").fetchone()[0])
+        if total <= max_points:
+            frame = con.execute(
+                "SELECT step, layer, grad_norm FROM layer_grad_norms ORDER BY layer, step").df()
+            return Sampled(frame, total, "all")
+        frame = con.execute(
+            """
+            WITH bounds AS (SELECT min(step) AS low, max(step) AS high FROM layer_grad_norms)
+            SELECT min(step) AS step, layer, avg(grad_norm) AS grad_norm
+            FROM layer_grad_norms, bounds
+            GROUP BY layer, floor((step - low) * $buckets / (high - low + 1))
+            ORDER BY layer, step
+            """,
+            {"buckets": int(max_points)},
+        ).df()
+        return Sampled(frame, total, "bucket means")
+    except duckdb.Error as error:
+        raise StoreError(f"cannot read the per-layer gradient norms of run {run_id!r}: {error}") from error
+    finally:
+        con.close()

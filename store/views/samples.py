@@ -1,14 +1,18 @@
-"""Per-sample views of a run: the hardest samples by a score, one sample's record, the id range."""
+"""Per-sample views of a run: the hardest samples by a score, one sample's record, the id range,
+the class each sample was last predicted as, and the rows of a set of samples."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
+import duckdb
 import pandas as pd
+
+from store.errors import StoreError
 
 from store.layout import Store
 from store.scores import get_score
-from store.views.connection import hardness_sql, query_summary
+from store.views.connection import cursor, hardness_sql, query_summary
 
 #: Score columns every hardest-samples table carries beside the ranking score (NULL where
 #: the run's output kind does not record them: token accuracy outside sequences, all but
@@ -57,3 +61,36 @@ def sample_id_range(store: Store, run_id: str) -> tuple[int, int] | None:
     if frame["low"].isna().iloc[0]:
         return None
     return int(frame["low"].iloc[0]), int(frame["high"].iloc[0])
+
+
+def predicted_labels(store: Store, run_id: str) -> pd.DataFrame:
+    """The class each sample was predicted as at its last presentation (columns sample_id,
+    predicted_label; Int64, NA where the run recorded no prediction, e.g. a per-sample loss)."""
+    files = store.table_files(run_id, "presentations")
+    if not files:
+        return pd.DataFrame({"sample_id": pd.Series([], dtype="int64"),
+                             "predicted_label": pd.Series([], dtype="Int64")})
+    con = cursor()
+    try:
+        con.register("presentations", con.read_parquet([str(path) for path in files]))
+        frame = con.execute(
+            "SELECT sample_id, arg_max(pred, step) AS predicted_label "
+            "FROM presentations GROUP BY sample_id ORDER BY sample_id"
+        ).df()
+    except duckdb.Error as error:
+        raise StoreError(f"cannot read the predictions of run {run_id!r}: {error}") from error
+    finally:
+        con.close()
+    frame["predicted_label"] = frame["predicted_label"].astype("Int64")
+    return frame
+
+
+def samples_by_id(store: Store, run_id: str, sample_ids: Sequence[int]) -> pd.DataFrame:
+    """The summary rows of ``sample_ids`` (labels and every score), in sample_id order; ids
+    the run lacks are left out."""
+    ids = sorted({int(sample_id) for sample_id in sample_ids})
+    return query_summary(
+        store, run_id,
+        "SELECT * FROM summary WHERE sample_id IN (SELECT unnest($ids)) ORDER BY sample_id",
+        {"ids": ids},
+    )
