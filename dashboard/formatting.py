@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 import re
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,13 +74,160 @@ def compare_table(infos: dict[str, dict[str, Any]], short: dict[str, str], names
     } for run_id, info in infos.items()])
 
 
-def outcome_table(infos: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd.DataFrame:
-    """Final numbers of a parent and its rerun (``infos``: run_id -> run.json), by ``labels``."""
+# -- a rerun's verdict (store.views.verdict's tables) ----------------------------------
+# ``metrics`` below are the verdict's metric specs (``name``, ``label``, ``unit``,
+# ``higher_is_better``), passed in by the page: units are "accuracy" (a fraction, shown as
+# a percentage with one decimal, differences and spreads in percentage points), "loss"
+# (three decimals), "count" and "seconds".
+
+
+def metric_value(value: Any, unit: str) -> str:
+    """"84.3 %", "0.778", "1,260", "7 s"; "–" for a missing value."""
+    if value is None or pd.isna(value):
+        return "–"
+    if unit == "accuracy":
+        return percent(value, 1)
+    if unit == "loss":
+        return f"{float(value):.3f}"
+    if unit == "seconds":
+        return f"{float(value):,.0f} s"
+    return f"{float(value):,.0f}"
+
+
+def metric_change(value: Any, unit: str, signed: bool = True) -> str:
+    """A difference or a spread: "+5.9 pp" (percentage points), "-0.346", "-260", "+1 s";
+    without a sign when ``signed`` is False (a standard deviation); "–" for a missing value."""
+    if value is None or pd.isna(value):
+        return "–"
+    sign = "+" if signed else ""
+    if unit == "accuracy":
+        return f"{100 * float(value):{sign}.1f} pp"
+    if unit == "loss":
+        return f"{float(value):{sign}.3f}"
+    suffix = " s" if unit == "seconds" else ""
+    return f"{float(value):{sign},.0f}{suffix}"
+
+
+def _yes_no(value: Any) -> str:
+    return "–" if value is None or pd.isna(value) else ("yes" if value else "no")
+
+
+def verdict_frame(table: pd.DataFrame, metrics: Sequence[Any]) -> pd.DataFrame:
+    """The verdict table as shown: one row per metric (readable name), parent, rerun and
+    difference in the metric's unit, the parent's seeds' mean, std, min and max and whether
+    the difference is beyond seed noise; the seed columns only when there are 2 seeds or more."""
+    units = {metric.name: metric.unit for metric in metrics}
+    labels = {metric.name: metric.label for metric in metrics}
+    rows = []
+    for row in table.to_dict("records"):
+        unit = units[row["metric"]]
+        rows.append({
+            "metric": labels[row["metric"]], "parent": metric_value(row["parent"], unit),
+            "rerun": metric_value(row["rerun"], unit), "difference": metric_change(row["difference"], unit),
+            "seeds mean": metric_value(row["seed_mean"], unit),
+            "seeds std": metric_change(row["seed_std"], unit, signed=False),
+            "seeds min": metric_value(row["seed_min"], unit), "seeds max": metric_value(row["seed_max"], unit),
+            "beyond seed noise": _yes_no(row["exceeds_noise"]),
+        })
+    shown = pd.DataFrame(rows)
+    if table.empty or table["seeds"].max() < 2:
+        shown = shown[["metric", "parent", "rerun", "difference"]]
+    return shown
+
+
+def class_verdict_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-class validation accuracy (last epoch) as shown: class, parent, rerun (percent),
+    difference and the seeds' std (percentage points), their min and max, beyond seed noise;
+    the seed columns only when there are 2 seeds or more."""
+    shown = pd.DataFrame({
+        "class": table["label"].astype(str),
+        "parent": [metric_value(v, "accuracy") for v in table["parent"]],
+        "rerun": [metric_value(v, "accuracy") for v in table["rerun"]],
+        "difference": [metric_change(v, "accuracy") for v in table["difference"]],
+        "seeds std": [metric_change(v, "accuracy", False) for v in table["seed_std"]],
+        "seeds min": [metric_value(v, "accuracy") for v in table["seed_min"]],
+        "seeds max": [metric_value(v, "accuracy") for v in table["seed_max"]],
+        "beyond seed noise": [_yes_no(v) for v in table["exceeds_noise"]],
+    })
+    if table.empty or table["seeds"].max() < 2:
+        shown = shown[["class", "parent", "rerun", "difference"]]
+    return shown
+
+
+def paired_frame(table: pd.DataFrame, metrics: Sequence[Any]) -> pd.DataFrame:
+    """Reruns vs parents over seeds as shown (``store.views.verdict.paired_table``): one row
+    per metric with pairs, the parents' and the reruns' mean, the mean paired difference,
+    its standard error and whether it is beyond seed noise."""
+    units = {metric.name: metric.unit for metric in metrics}
+    labels = {metric.name: metric.label for metric in metrics}
     return pd.DataFrame([{
-        "run": labels[run_id], "best val acc": info.get("best_val_accuracy"),
-        "final val acc": info.get("final_val_accuracy"), "final val loss": info.get("final_val_loss"),
-        "epochs": info.get("epochs_done"),
-    } for run_id, info in infos.items()])
+        "metric": labels[row["metric"]], "pairs": int(row["pairs"]),
+        "parents' mean": metric_value(row["parent_mean"], units[row["metric"]]),
+        "reruns' mean": metric_value(row["rerun_mean"], units[row["metric"]]),
+        "mean difference": metric_change(row["mean_difference"], units[row["metric"]]),
+        "standard error": metric_change(row["std_error"], units[row["metric"]], signed=False),
+        "beyond seed noise": _yes_no(row["exceeds_noise"]),
+    } for row in table.to_dict("records")])
+
+
+def _amount(value: float, unit: str) -> str:
+    """An unsigned size of a difference: "5.9 points", "0.346", "260", "1 s"."""
+    if unit == "accuracy":
+        return f"{100 * abs(value):.1f} points"
+    return metric_change(abs(value), unit, signed=False)
+
+
+def _direction(difference: float, metric: Any) -> str:
+    if metric.higher_is_better is None:
+        return "higher" if difference > 0 else "lower"
+    return "better" if (difference > 0) == metric.higher_is_better else "worse"
+
+
+def verdict_sentence(row: dict[str, Any], metric: Any, multiplier: float) -> str:
+    """The verdict in one sentence, from the verdict table's ``row`` of ``metric``: the
+    rerun's difference, the parent's seeds' spread and whether the difference exceeds it
+    (with 2 seeds: outside their range; with 3 or more: beyond ``multiplier`` × their std)."""
+    unit, name = metric.unit, metric.label[:1].lower() + metric.label[1:]
+    difference = row["difference"]
+    if difference is None or pd.isna(difference):
+        return f"The {name} of the parent or the rerun was not recorded: no verdict."
+    values = f"{metric_value(row['parent'], unit)} → {metric_value(row['rerun'], unit)}"
+    if difference == 0:
+        start = f"The rerun equals its parent on {name} ({metric_value(row['rerun'], unit)})"
+    else:
+        start = (f"The rerun is {_amount(difference, unit)} {_direction(difference, metric)} than its parent "
+                 f"on {name} ({values})")
+    if metric.higher_is_better is None:  # counts and times: no seed noise to weigh
+        return start + "."
+    seeds = int(row["seeds"])
+    if seeds < 2 or row["threshold"] is None or pd.isna(row["threshold"]):
+        return (start + "; the parent has no sibling seeds in the store (finished runs with its settings and "
+                "another seed), so the difference cannot be set against seed noise.")
+    verdict = "the difference exceeds seed noise" if row["exceeds_noise"] else "not distinguishable from seed noise"
+    if seeds == 2:
+        spread = f"the parent's 2 seeds differ by {_amount(row['threshold'], unit)}"
+        rule = "|difference| > the seeds' range"
+    else:
+        spread = f"the parent's {seeds} seeds have a standard deviation of {_amount(row['seed_std'], unit)}"
+        rule = f"|difference| > {multiplier:g} × std = {_amount(row['threshold'], unit)}"
+    return f"{start}; {spread}: {verdict} (rule: {rule})."
+
+
+def paired_sentence(row: dict[str, Any], metric: Any, multiplier: float) -> str:
+    """Reruns of one curriculum on several seeds against their parents, in one sentence,
+    from the paired table's ``row`` of ``metric``; "" with fewer than 2 pairs."""
+    pairs = int(row["pairs"])
+    if pairs < 2 or row["mean_difference"] is None or pd.isna(row["mean_difference"]):
+        return ""
+    unit, name = metric.unit, metric.label[:1].lower() + metric.label[1:]
+    difference = float(row["mean_difference"])
+    change = ("no different" if difference == 0 else
+              f"{_amount(difference, unit)} {_direction(difference, metric)}")
+    verdict = "the difference exceeds seed noise" if row["exceeds_noise"] else "not distinguishable from seed noise"
+    return (f"Over {pairs} seeds, the reruns of this curriculum average {metric_value(row['rerun_mean'], unit)} "
+            f"on {name} against their parents' {metric_value(row['parent_mean'], unit)}: {change} "
+            f"(paired, standard error {_amount(row['std_error'], unit)}): {verdict} "
+            f"(rule: |mean difference| > {multiplier:g} × standard error = {_amount(row['threshold'], unit)}).")
 
 
 # -- what a run's output kind allows (run.json "output_kind") ------------------------

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, formatting, widgets
+from dashboard.views import curriculum_outcome
 
 root, runs = widgets.listing_page("Compare runs")
 
@@ -54,6 +55,13 @@ def compare_content() -> None:
         "best val acc": st.column_config.NumberColumn(format="percent"),
         "final val acc": st.column_config.NumberColumn(format="percent"),
     })
+
+    for run_id, info in infos.items():  # a rerun picked with its parent: the verdict
+        parent_id = info.get("parent_run_id")
+        if parent_id in infos and info.get("status") == "finished" and infos[parent_id].get("status") == "finished":
+            st.subheader(f"Verdict: {formatting.md_text(short[run_id])} vs its parent "
+                         f"{formatting.md_text(short[parent_id])}")
+            curriculum_outcome.show_verdict(root, parent_id, run_id)
 
     curves = data.stacked_epoch_metrics(root, versions)
     st.subheader("Curves")
