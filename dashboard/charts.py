@@ -14,6 +14,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dashboard.charts_map import add_region_cutoffs
+
 #: Colours: clean / flipped labels, and one per region.
 CLEAN_COLOR = "#4C78A8"
 FLIPPED_COLOR = "#E45756"
@@ -68,12 +70,14 @@ def step_figure(steps: pd.DataFrame, column: str, title: str, note: str = "",
 
 
 def data_map_figure(points: pd.DataFrame, color: str, total: int | None = None,
-                    method: str = "random sample", selected_sample: int | None = None) -> go.Figure:
+                    method: str = "random sample", selected_sample: int | None = None,
+                    cutoffs: tuple[float, float] | None = None) -> go.Figure:
     """Dataset cartography: variability (x) against confidence (y), coloured by ``color``.
 
     ``points`` has sample_id, label, original_label, label_noisy, confidence, variability,
     color_value. Clean labels are circles in one trace, flipped labels crosses in a second,
     the selected sample a ring in a third; ``customdata`` carries the sample_id.
+    ``cutoffs`` (ambiguous variability, easy confidence) are drawn as dashed lines.
     """
     total = len(points) if total is None else total
     figure = go.Figure()
@@ -114,6 +118,8 @@ def data_map_figure(points: pd.DataFrame, color: str, total: int | None = None,
                          **{**LAYOUT, "height": 480})
     figure.update_xaxes(title_text="variability")
     figure.update_yaxes(title_text="confidence", range=[-0.02, 1.02])
+    if cutoffs is not None:
+        add_region_cutoffs(figure, *cutoffs)
     return figure
 
 

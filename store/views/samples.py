@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from store.errors import StoreError
@@ -94,3 +95,9 @@ def samples_by_id(store: Store, run_id: str, sample_ids: Sequence[int]) -> pd.Da
         "SELECT * FROM summary WHERE sample_id IN (SELECT unnest($ids)) ORDER BY sample_id",
         {"ids": ids},
     )
+
+
+def sample_ids(store: Store, run_id: str) -> np.ndarray:
+    """Every sample_id of the run (its summary's rows), ascending."""
+    frame = query_summary(store, run_id, "SELECT sample_id FROM summary ORDER BY sample_id")
+    return frame["sample_id"].to_numpy(dtype=np.int64)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dashboard import charts
+from dashboard import charts, charts_map
 
 
 def test_data_map_figure_marks_flipped_labels_and_says_it_is_sampled():
@@ -24,6 +24,32 @@ def test_data_map_figure_marks_flipped_labels_and_says_it_is_sampled():
     assert figure.layout.yaxis.title.text == "confidence"
     assert "showing 4 of 10 samples (random sample)" in figure.layout.title.text
     assert "showing" not in charts.data_map_figure(points, "aum").layout.title.text
+    assert not figure.layout.shapes  # no cut-offs given: none drawn
+
+
+def test_data_map_figure_draws_the_region_cutoffs():
+    points = pd.DataFrame({
+        "sample_id": [0, 1], "label": [1, 2], "original_label": [1, 2], "label_noisy": [False, False],
+        "confidence": [0.9, 0.2], "variability": [0.05, 0.3], "color_value": [1.0, 0.0],
+    })
+    figure = charts.data_map_figure(points, "correctness", cutoffs=(0.34, 0.69))
+    shapes = {shape.name: shape for shape in figure.layout.shapes}
+    ambiguous, easy = shapes[charts_map.AMBIGUOUS_SHAPE], shapes[charts_map.EASY_SHAPE]
+    assert (ambiguous.x0, ambiguous.x1, ambiguous.yref, ambiguous.y0, ambiguous.y1) == (0.34, 0.34, "paper", 0, 1)
+    assert (easy.x0, easy.x1, easy.y0, easy.y1) == (0, 0.34, 0.69, 0.69)  # left of the ambiguous line only
+    labels = {annotation.text: (annotation.x, annotation.y) for annotation in figure.layout.annotations}
+    assert labels["<b>ambiguous</b>"][0] == 0.34
+    assert labels["<b>easy-to-learn</b>"][1] > 0.69 > labels["<b>hard-to-learn</b>"][1]
+
+
+def test_layer_grad_norm_figure_has_one_log_scaled_line_per_layer():
+    layers = pd.DataFrame({"step": [0, 1, 2, 0, 1, 2], "layer": ["conv.1"] * 3 + ["head"] * 3,
+                           "grad_norm": [0.1, 0.2, 0.3, 1.0, 2.0, 3.0]})
+    figure = charts_map.layer_grad_norm_figure(layers.iloc[::-1], "showing 3 of 9 steps")
+    assert [trace.name for trace in figure.data] == ["conv.1", "head"]
+    assert list(figure.data[1].x) == [0, 1, 2] and list(figure.data[1].y) == [1.0, 2.0, 3.0]  # by step
+    assert figure.layout.yaxis.type == "log"
+    assert "showing 3 of 9 steps" in figure.layout.title.text
 
 
 def test_step_figure_joins_sampled_gradient_norms_and_says_when_there_are_none():

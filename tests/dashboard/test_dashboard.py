@@ -216,7 +216,10 @@ def test_live_run_without_an_epoch_then_with_one(fresh_store):
     at.run()  # AppTest runs no timers: a rerun stands in for the fragment's refresh
     assert not at.exception
     assert "running · epoch 1/3" in texts(at)
-    assert metrics(at)["hard-to-learn"] == str(int((p_true < 0.5).sum()))
+    # one epoch: no variability, so none is ambiguous and the per-run thirds' cut-off is the
+    # median confidence (store.region_cutoffs): hard-to-learn is the lower half
+    assert metrics(at)["ambiguous"] == "0"
+    assert metrics(at)["hard-to-learn"] == str(int((p_true < np.median(p_true.astype(np.float64))).sum()))
     assert metrics(at)["Samples"] == "50"
     runs = run_clean(app_test(fresh_store))
     table = runs.dataframe[0].value.set_index("name")
@@ -276,7 +279,9 @@ def test_curriculum_page_previews_and_compares_an_earlier_rerun(sample_store, tm
     assert "Outcome: rerun vs parent" in [s.value for s in at.subheader]
     assert "Validation accuracy per class (last epoch)" in page
     assert "What happened to the pruned and down-weighted samples" in page
-    outcome = next(t for t in tables if "run" in t.columns and "final val loss" in t.columns)
-    assert outcome["run"].tolist() == ["parent · cnn-noise20-s0", "rerun · cnn-noise20-s0-clean"]
+    outcome = next(t for t in tables if "metric" in t.columns and "difference" in t.columns).set_index("metric")
+    assert outcome.loc["Best validation accuracy", ["parent", "rerun", "difference"]].tolist() == \
+        ["84.3 %", "90.2 %", "+5.9 pp"]
+    assert any(m.value.startswith("**Verdict.** The rerun is 5.9 points better") for m in at.markdown)
     fate = next(t for t in tables if "group" in t.columns)
     assert fate["samples"].sum() == len(summary) and set(fate["group"]) == {"kept", "pruned"}
