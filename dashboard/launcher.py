@@ -1,11 +1,11 @@
-"""Launch ``trainmap train --curriculum FILE`` reruns from the dashboard (torch-free).
+"""Rerun arguments and processes for the dashboard (torch-free, no streamlit).
 
-The child is ``[sys.executable, "-m", "training.cli", "train", ...]``: no shell, every
-argument validated here first, its own session (``start_new_session=True``) so it
-outlives the Streamlit script run that started it; stdout/stderr go to a log file under
-``<store>/curricula/launches/``. The dashboard keeps the returned ``Launch`` in
-``st.session_state`` and polls ``launch_status``; progress comes from the run's
-``run.json`` (``epochs_done`` / ``max_epochs``), found by the launch's unique run name.
+``rerun_args`` turns a parent's run.json ``config`` into the ``trainmap train`` argument
+list that repeats every one of its settings with a curriculum (no shell: every argument
+validated here first). Reruns are queued as jobs in the store (``store.jobs``, through
+``dashboard.data_jobs``); ``start_executor`` starts ``trainmap jobs run`` in its own
+session (``start_new_session=True``), so it outlives the Streamlit script run (and the
+dashboard) that started it and drains the queue one job after another.
 """
 
 from __future__ import annotations
@@ -14,20 +14,19 @@ import datetime as dt
 import importlib.util
 import os
 import re
-import secrets
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store.errors import StoreError
-from store.layout import Store
 from store.settings import MODEL_NAMES, TASK_NAMES, check_label_noise
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINING_EXTRA = "pip install 'trainmap[train]'"
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,80}$")
+#: Executors this process started: polled, so that one that exits is reaped (no zombie).
+_STARTED: list[subprocess.Popen] = []
 
 
 class LaunchError(ValueError):
@@ -36,6 +35,8 @@ class LaunchError(ValueError):
 
 @dataclass
 class Launch:
+    """A ``trainmap train`` started outside the job queue (``launch``)."""
+
     args: list[str]
     name: str
     store: str
@@ -168,16 +169,15 @@ def suggest_name(parent_name: str, strategy: str, score: str | None, taken: set[
     """``<parent name>-<strategy>-<score>`` (characters a name may not hold become '-'),
     with ``-2``, ``-3``, ... when that name is ``taken``."""
     parts = [parent_name or "rerun", strategy] + ([score] if score else [])
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")[:72] or "rerun"
+    return free_name(re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")[:72] or "rerun", taken)
+
+
+def free_name(base: str, taken: set[str] | frozenset[str]) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that is not ``taken``."""
     name, number = base, 2
     while name in taken:
         name, number = f"{base}-{number}", number + 1
     return name
-
-
-def unique_name(prefix: str = "rerun") -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
 
 
 def importable(module: str) -> bool:
@@ -196,20 +196,51 @@ def check_can_train() -> None:
                           f"training extra ({TRAINING_EXTRA}) where the dashboard runs")
 
 
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def reap() -> None:
+    """Collect the exit status of the executors this process started that have ended, so
+    that none lingers as a zombie (which ``kill(pid, 0)`` would still report alive)."""
+    for process in list(_STARTED):
+        if process.poll() is not None:
+            _STARTED.remove(process)
+
+
+def start_executor(store: str | os.PathLike[str]) -> int:
+    """Start ``trainmap jobs run --store STORE`` detached; return its pid. The caller checks
+    first that no live executor holds the store (``store.jobs.executor_holder``); a second
+    one started anyway finds the lock taken and exits at once."""
+    check_can_train()
+    reap()
+    folder = Path(store) / "jobs" / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "executor.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "training.cli", "jobs", "run", "--store", str(Path(store).resolve())],
+            cwd=str(REPO), env=_child_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _STARTED.append(process)
+    return process.pid
+
+
 def launch(args: list[str], *, store: str | os.PathLike[str], name: str) -> Launch:
-    """Start ``python -m training.cli <args>`` in its own session; return its handle."""
+    """Start ``python -m training.cli <args>`` in its own session, outside the job queue
+    (for scripts; the dashboard queues jobs); return its handle."""
     if not args or args[0] != "train":
         raise LaunchError("only `trainmap train` can be launched")
     check_can_train()
     folder = Path(store) / "curricula" / "launches"
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / f"{name}.log"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "training.cli", *args],
-            cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=str(REPO), env=_child_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     return Launch(args=list(args), name=name, store=str(store), log_path=str(log_path), process=process,

@@ -112,7 +112,8 @@ class Heartbeat:
     ``progress_every`` seconds (``store.progress``), for the dashboard's job list."""
 
     def __init__(self, store: Store, run_id: str, every: float = HEARTBEAT_SECS,
-                 progress: Callable[[], StepProgress | None] | None = None, progress_every: float = PROGRESS_SECS) -> None:
+                 progress: Callable[[], StepProgress | None] | None = None,
+                 progress_every: float = PROGRESS_SECS) -> None:
         self.store, self.run_id, self.every = store, run_id, every
         self.progress, self.progress_every = progress, min(progress_every, every)
         self._stop = threading.Event()
