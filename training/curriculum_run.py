@@ -27,7 +27,12 @@ parameters not in the file take the defaults of ``store.curriculum.registry``):
 * group weights (strategy ``group-weights``): nothing more than their per-sample weights
   (each sample's group's weight, built from the source run's groups); the rerun's batches
   come from the same task, so its groups are recorded again, and the table is kept on the
-  attachment (``group_weights``) and in the curriculum label recorded with the run.
+  attachment (``group_weights``) and in the curriculum label recorded with the run;
+* ``label`` (strategy ``relabel``): the sample trains on that class instead of the
+  dataset's (the dataset's ``y`` is replaced before the first batch), so the rerun's
+  presentations record the label it trained on; the run's sample table keeps the
+  dataset's label and its ``label_noisy`` flag (``relabelled`` on the attachment lists
+  the changed samples). A label column is refused for a task without classes.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from torch import Tensor
 from torch.utils.data import Sampler
 
 from store.curriculum.errors import CurriculumError
-from store.curriculum.format import Curriculum, load_curriculum
+from store.curriculum.format import Curriculum, check_labels, load_curriculum
 from store.curriculum.online import infobatch_plan, sow_weights
 from store.curriculum.pace import available_count
 from store.curriculum.registry import rule_params
@@ -182,6 +187,31 @@ class CurriculumAttachment:
     reload_dataloaders_every_n_epochs: int = 0
     #: the group-weights table the file was built from (``{group name: weight}``), or None
     group_weights: dict[str, float] | None = None
+    #: sample ids whose label the file replaced (relabel), empty when none
+    relabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def task_classes(task_name: str) -> int | None:
+    """The number of classes of a built-in task, None for a task without classes (sequences)."""
+    from training.tasks import SEQUENCE_TASKS, load_task
+
+    if task_name in SEQUENCE_TASKS:
+        return None
+    return int(load_task(task_name).num_classes)
+
+
+def apply_labels(curriculum: Curriculum, dataset: Any, num_classes: int | None, path: Path) -> np.ndarray:
+    """Replace ``dataset.y`` by the file's ``label`` column where it has one; the sample ids
+    whose label changed. A file without labels changes nothing."""
+    if "label" not in curriculum.table:
+        return np.zeros(0, dtype=np.int64)
+    check_labels(curriculum.table, num_classes, path)
+    ids = dataset.sample_ids.cpu().numpy()
+    current = dataset.y.cpu().numpy()
+    labels = curriculum.labels_for(ids, current)
+    changed = labels != current
+    dataset.y = torch.as_tensor(labels, dtype=dataset.y.dtype)
+    return ids[changed].astype(np.int64)
 
 
 def sow_hook(g: str, delta: float, tau: float) -> Callable[[Tensor, Tensor], Tensor]:
@@ -202,6 +232,8 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
     path = Path(config.curriculum)
     ids = dataset.sample_ids.cpu().numpy()
     curriculum = load_curriculum(path, task=task_name, sample_ids=ids)
+    relabelled = apply_labels(curriculum, dataset, task_classes(task_name) if "label" in curriculum.table else None,
+                              path)
     base = curriculum.weights_for(ids)
     start = curriculum.start_epochs_for(ids)
     dataset.weights = torch.as_tensor(base, dtype=torch.float32)
@@ -262,4 +294,5 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
         curriculum_label=f"{path.name}: {curriculum.label}",
         reload_dataloaders_every_n_epochs=reload_every,
         group_weights=curriculum.group_weights,
+        relabelled=relabelled,
     )

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, formatting, widgets
+from dashboard import data, data_curriculum, formatting, widgets
 from dashboard.views import curriculum_jobs, curriculum_outcome, curriculum_preview
 
 
 def _param_widget(strategy: str, name: str, default):
     spec = data.PARAMS[name]
     key = f"cur_{strategy}_{name}"
+    if name == "class_floor":  # off unless ticked; a floor of half the share when ticked
+        use = st.checkbox("per-class floor", value=False, key=key + "_on", help=spec.help)
+        if not use:
+            return None
+        return float(st.number_input(name, min_value=0.0, max_value=1.0, value=0.5, step=0.05, key=key,
+                                     help=spec.help))
     if isinstance(spec.kind, tuple):
         return st.selectbox(name, spec.kind, index=spec.kind.index(default) if default in spec.kind else 0,
                             key=key, help=spec.help)
@@ -58,8 +64,18 @@ def main() -> None:
         return
     run_ids = list(finished.sort_values("created_at", ascending=False, kind="stable")["run_id"])
     names = dict(zip(finished["run_id"], finished["name"]))
-    sources = st.multiselect("Source run(s): scores averaged over several (seeds)", run_ids, default=run_ids[:1],
-                             format_func=lambda r: f"{names.get(r)} ({r})", key="cur_sources")
+    all_versions = [data.run_version(root, r) for r in run_ids]
+    # The newest run that presented every sample: a pruned rerun never scored its pruned samples.
+    default = data_curriculum.first_fully_scored(root, run_ids, all_versions) or run_ids[0]
+    coverage = {r: data_curriculum.unscored_count(root, r, v) for r, v in zip(run_ids, all_versions)}
+
+    def source_label(run_id: str) -> str:
+        unscored, samples = coverage.get(run_id, (0, 0))
+        note = f", {unscored:,} of {samples:,} samples never presented" if unscored else ""
+        return f"{names.get(run_id)} ({run_id}{note})"
+
+    sources = st.multiselect("Source run(s): scores averaged over several (seeds)", run_ids, default=[default],
+                             format_func=source_label, key="cur_sources")
     if not sources:
         st.info("Choose at least one source run.")
         return
@@ -98,6 +114,31 @@ def main() -> None:
                     data.output_kind(info), info.get("sequence_correct_threshold")))
     seed = int(col3.number_input("Seed", value=0, step=1, key="cur_seed"))
     st.caption(spec.description)
+    unscored = None
+    missing = data_curriculum.unscored_mask(summary)
+    if spec.needs_score and missing.any():
+        never = [f"{names.get(r)} ({r})" for r, v in zip(sources, versions)
+                 if data_curriculum.unscored_count(root, r, v)[0]]
+        st.warning(f"{int(missing.sum()):,} of {len(summary):,} samples were never presented in run "
+                   f"{', '.join(never)}, so they have no score: no strategy can rank them. Choose how to treat them.")
+        unscored = st.radio("Samples never presented", data_curriculum.UNSCORED_CHOICES, index=None,
+                            key="cur_unscored", horizontal=True, format_func={
+                                "keep": "exclude from the ranking and keep them",
+                                "drop": "exclude from the ranking and drop them"}.get)
+        if unscored is None:
+            st.info("Choose what to do with the samples that were never presented to see the preview.")
+            return
+    if strategy == "relabel":
+        window = data_curriculum.default_relabel_epochs(root, sources[0], versions[0]) or (0, 0)
+        first, last = st.columns(2)
+        low = int(first.number_input("Suggested labels from epoch", min_value=0, value=int(window[0]), step=1,
+                                     key="cur_relabel_first"))
+        high = int(last.number_input("to epoch", min_value=low, value=max(low, int(window[1])), step=1,
+                                     key="cur_relabel_last"))
+        st.caption("A sample's suggested label is the class its presentations predicted most often over these "
+                   "epochs (default: the last half of the run); its confidence is the share that predicted it.")
+        summary = data_curriculum.with_suggestions(
+            summary, data_curriculum.suggestions(root, tuple(sources), versions, (low, high)))
     params = {}
     param_cols = st.columns(max(1, len(spec.defaults)))
     for column, (name, default) in zip(param_cols, spec.defaults.items()):
@@ -105,11 +146,13 @@ def main() -> None:
             params[name] = _param_widget(strategy, name, default)
     try:
         curriculum = data.build_curriculum(summary, strategy, score, seed=seed, task=tasks.pop(),
-                                           source_runs=list(sources), **params)
+                                           source_runs=list(sources), unscored=unscored, **params)
     except data.CurriculumError as error:
         st.warning(f"Cannot build this curriculum: {error}")
         return
-    curriculum_preview.show_preview(summary, curriculum)
+    if strategy == "relabel":
+        curriculum.metadata["relabel_epochs"] = [[low, high]]
+    curriculum_preview.show_preview(summary, curriculum, spec.kind)
 
     st.subheader("Export")
     left, right = st.columns(2)
@@ -129,23 +172,31 @@ def main() -> None:
     epochs = int(col1.number_input("Epochs", min_value=1, value=int(parent_config.get("epochs") or 20), step=1,
                                    key="cur_epochs"))
     keep_steps = col2.checkbox("Keep the parent's steps per epoch (--keep-steps)", key="cur_keep_steps")
-    running = st.session_state.get(curriculum_jobs.LAUNCH_KEY)
-    busy = running is not None and running.process is not None and running.process.poll() is None
-    del epochs, keep_steps  # read by _launch from the widgets' state
-    st.button("Launch rerun", key="cur_launch", disabled=busy, type="primary", on_click=curriculum_jobs.launch)
+    del epochs, keep_steps  # read by curriculum_jobs.launch from the widgets' state
+    st.session_state["cur_parent"] = sources[0]
+    reason = curriculum_jobs.name_field(root, infos[0].get("name") or sources[0], strategy, score)
+    blocking = curriculum_jobs.blocking_job(root, sources[0], curriculum)
+    if blocking is not None:
+        reason = f"this curriculum's rerun of this parent is already {blocking.state} as job {blocking.job_id}"
+    st.button("Launch rerun", key="cur_launch", disabled=reason is not None, type="primary",
+              on_click=curriculum_jobs.launch, help=reason)
+    if reason is not None:
+        st.caption(f"Launch is disabled: {reason}")
     if st.session_state.get("cur_launch_error"):
         st.error(f"Cannot launch: {st.session_state['cur_launch_error']}")
-    curriculum_jobs.show_progress(root)
+    curriculum_jobs.show_jobs(root)
 
     reruns = runs[runs["parent_run_id"].notna() & (runs["status"] == "finished")] if not runs.empty else runs
     if not reruns.empty:
         with st.expander("Compare an earlier rerun with its parent"):
-            chosen = st.selectbox("Rerun", list(reruns["run_id"]), key="cur_compare",
+            newest_first = reruns.sort_values("created_at", ascending=False, kind="stable")
+            chosen = st.selectbox("Rerun", list(newest_first["run_id"]), key="cur_compare",
                                   format_func=lambda r: f"{dict(zip(runs['run_id'], runs['name'])).get(r)} ({r})")
             info = data.run_info(root, chosen, data.run_version(root, chosen))
             loaded = data.recorded_curriculum(root, info)
             if info.get("parent_run_id") in data.run_ids(root):
-                curriculum_outcome.show_outcome(root, info["parent_run_id"], chosen, loaded, "cur_earlier")
+                curriculum_outcome.show_outcome(root, info["parent_run_id"], chosen, loaded, "cur_earlier",
+                                                curriculum_jobs.queue_seed_reruns)
 
 
 main()

@@ -171,4 +171,5 @@ def show_jobs(root: str) -> None:
     info = data.run_info(root, mine.run_id, data.run_version(root, mine.run_id))
     parent = info.get("parent_run_id")
     if parent and parent in data.run_ids(root):
-        curriculum_outcome.show_outcome(root, parent, mine.run_id, data.recorded_curriculum(root, info), "cur_live")
+        curriculum_outcome.show_outcome(root, parent, mine.run_id, data.recorded_curriculum(root, info), "cur_live",
+                                        queue_seed_reruns)

@@ -6,6 +6,10 @@ Torch-free (the dashboard imports it). One module per concern:
   per-sample summary (``store.sample_summary``) that return one row per sample
   ``sample_id, weight`` (``weight`` 0 = pruned) and, for pacing, ``start_epoch, stage``;
   ``ranking`` holds what they share;
+* ``relabel``: the relabel strategy (suspected noise trains on its suggested label);
+  ``class_floor``: the per-class floor of the prune strategies; ``unscored``: samples the
+  source runs never presented (kept or dropped, never ranked); ``effects``: what a
+  curriculum does per class, Kish's effective sample count;
 * ``groups``: the group-weights table (a weight per group name) and its builder;
 * ``online``: the rules ``training.curriculum_run`` applies while a run trains
   (InfoBatch, loss-based reweighting); they are stored as a rule + parameters;
@@ -25,10 +29,13 @@ This module only re-exports, for code outside the package.
 """
 
 from store.curriculum.build import build_curriculum
+from store.curriculum.class_floor import floored_selection
+from store.curriculum.effects import class_effect, effective_sample_count, relabel_counts
 from store.curriculum.errors import CurriculumError
 from store.curriculum.format import (
     FILE_SUFFIXES,
     FORMAT_VERSION,
+    check_labels,
     METADATA_KEY,
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
@@ -50,6 +57,7 @@ from store.curriculum.outcome import class_accuracy, fate_table, sample_fate
 from store.curriculum.pace import PACINGS, anti_curriculum, available_count, easy_to_hard, pacing_fraction, self_paced
 from store.curriculum.prune import keep_easy, keep_hard, keep_offset, keep_random, keep_stratified
 from store.curriculum.registry import ONLINE_RULES, PARAMS, STRATEGIES, Param, Strategy
+from store.curriculum.relabel import combine_suggestions, relabel_noise, with_suggestions
 from store.curriculum.reweight import (
     CARTOGRAPHY,
     class_balance,
@@ -58,6 +66,7 @@ from store.curriculum.reweight import (
     suspected_noise,
     upweight_hard,
 )
+from store.curriculum.unscored import UNSCORED_CHOICES, unscored_mask
 
 __all__ = [
     "CARTOGRAPHY",
@@ -71,12 +80,22 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "SOW_FUNCTIONS",
     "STRATEGIES",
+    "UNSCORED_CHOICES",
     "Curriculum",
     "CurriculumError",
     "Param",
     "Strategy",
     "anti_curriculum",
+    "check_labels",
     "check_writable",
+    "class_effect",
+    "combine_suggestions",
+    "effective_sample_count",
+    "floored_selection",
+    "relabel_counts",
+    "relabel_noise",
+    "unscored_mask",
+    "with_suggestions",
     "available_count",
     "build_curriculum",
     "by_group_weights",

@@ -2,7 +2,9 @@
 
 ``build_curriculum`` checks the score, takes each parameter's default from
 ``store.curriculum.registry``, calls the strategy's builder and records the provenance
-(strategy, score, parameters, source runs, seed) in the metadata the file keeps.
+(strategy, score, parameters, source runs, seed) in the metadata the file keeps. Samples
+the source runs never presented are ranked by no strategy: ``unscored`` says whether they
+are kept or pruned (``store.curriculum.unscored``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from store.curriculum.errors import CurriculumError
 from store.curriculum.format import FORMAT_VERSION, Curriculum
 from store.curriculum.registry import Strategy, keyword_arguments, strategy_named, strategy_values
 from store.curriculum.reweight import CARTOGRAPHY
+from store.curriculum.unscored import check_unscored, unscored_mask, unscored_message, with_unscored
 from store.scores import SCORES
 
 
@@ -57,24 +60,38 @@ def build_curriculum(
     task: str | None = None,
     source_runs: list[str] | None = None,
     name: str | None = None,
+    unscored: str | None = None,
     **params: Any,
 ) -> Curriculum:
     """Build a curriculum from a per-sample summary with one of ``STRATEGIES``.
 
     Parameters not given take the strategy's defaults; a parameter the strategy does not
     use is an error (so a typo never silently does nothing). ``seed`` seeds the
-    strategies that draw at random.
+    strategies that draw at random. ``unscored`` ("keep" / "drop"): what happens to samples
+    the source runs never presented, when a strategy ranks by a score; such a summary
+    without it is refused (``store.curriculum.unscored``).
     """
     spec = strategy_named(strategy)
     values = strategy_values(spec, params)
-    score = check_score(spec, summary, score)
+    check_unscored(unscored)
     if len(summary) == 0:
         raise CurriculumError("the scores have no samples")
+    missing = unscored_mask(summary) if spec.needs_score else None
+    unscored_count = int(missing.sum()) if missing is not None else 0
+    if unscored_count:
+        if unscored is None:
+            raise CurriculumError(unscored_message(unscored_count, len(summary), list(source_runs or [])))
+        if unscored_count == len(summary):
+            raise CurriculumError("no sample of the source runs was presented, so none has a score")
+        unscored_rows, summary = summary[missing], summary[~missing].reset_index(drop=True)
+    score = check_score(spec, summary, score)
     if spec.prepare is not None:
         values = spec.prepare(values, score)
     builder = spec.builder_for(values)
     arguments = keyword_arguments(builder, {**values, "seed": seed})
     table = builder(summary, score, **arguments) if spec.needs_score else builder(summary, **arguments)
+    if unscored_count:
+        table = with_unscored(table, unscored_rows, unscored)
     if not (table["weight"] > 0).any():
         raise CurriculumError(f"strategy {strategy!r} with these parameters keeps no samples")
     recorded = {key: value for key, value in values.items() if value is not None}
@@ -90,6 +107,8 @@ def build_curriculum(
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "online": None,
     }
+    if unscored_count:
+        metadata["unscored"] = {"samples": unscored_count, "treatment": unscored}
     if name:
         metadata["name"] = name
     if spec.online_rule:

@@ -2,7 +2,9 @@
 
 Parquet with the metadata as JSON under the Arrow schema-metadata key
 ``trainmap.curriculum``, or CSV with a JSON side-car ``FILE.csv.json`` (``FILE.json`` is
-read too). Columns ``sample_id, weight`` and, for pacing, ``start_epoch, stage``. A plain
+read too). Columns ``sample_id, weight`` and, for pacing, ``start_epoch, stage``; for
+relabelling, ``label`` (the class each sample trains on; classification tasks only, an
+integer in ``[0, num_classes)``). A plain
 two-column ``sample_id,weight`` file made with pandas is accepted; samples of the dataset
 that a file does not list are pruned (weight 0). ``load_curriculum`` validates everything
 and raises ``CurriculumError`` (a ``StoreError`` and a ``ValueError``) naming the problem
@@ -33,7 +35,7 @@ from store.files import atomic_path, is_temporary, json_text, write_atomic, writ
 FORMAT_VERSION = 1
 METADATA_KEY = b"trainmap.curriculum"
 REQUIRED_COLUMNS = ("sample_id", "weight")
-OPTIONAL_COLUMNS = ("start_epoch", "stage")
+OPTIONAL_COLUMNS = ("start_epoch", "stage", "label")
 FILE_SUFFIXES = (".parquet", ".csv")
 
 
@@ -83,6 +85,15 @@ class Curriculum:
             return None
         lookup = pd.Series(self.table["start_epoch"].to_numpy(np.int64), index=self.table["sample_id"].to_numpy())
         return np.array(lookup.reindex(np.asarray(sample_ids)).fillna(0), dtype=np.int64)
+
+    def labels_for(self, sample_ids: np.ndarray, current: np.ndarray) -> np.ndarray | None:
+        """The label each of ``sample_ids`` trains on (``current`` where the file lists none),
+        or None when the file has no ``label`` column."""
+        if "label" not in self.table:
+            return None
+        lookup = pd.Series(self.table["label"].to_numpy(np.int64), index=self.table["sample_id"].to_numpy())
+        found = lookup.reindex(np.asarray(sample_ids))
+        return np.where(found.isna(), np.asarray(current), found.fillna(0)).astype(np.int64)
 
     def summary(self) -> dict[str, Any]:
         weights = self.table["weight"].to_numpy(float)
@@ -190,10 +201,10 @@ def validate_table(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     columns = list(frame.columns)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise _fail(path, f"missing column {', '.join(missing)} (expected sample_id, weight[, start_epoch, stage]; got {', '.join(map(str, columns)) or 'none'})")
+        raise _fail(path, f"missing column {', '.join(missing)} (expected sample_id, weight[, start_epoch, stage, label]; got {', '.join(map(str, columns)) or 'none'})")
     extra = [c for c in columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
     if extra:
-        raise _fail(path, f"unexpected column {', '.join(map(str, extra))} (allowed: sample_id, weight, start_epoch, stage)")
+        raise _fail(path, f"unexpected column {', '.join(map(str, extra))} (allowed: sample_id, weight, start_epoch, stage, label)")
     if len(frame) == 0:
         raise _fail(path, "has no rows")
     clean = pd.DataFrame()
@@ -260,17 +271,34 @@ def validate_metadata(metadata: dict[str, Any] | None, path: Path) -> dict[str, 
     return metadata
 
 
+def check_labels(table: pd.DataFrame, num_classes: int | None, path: Path) -> None:
+    """A ``label`` column needs a classification task (``num_classes`` not None) and each
+    label in ``[0, num_classes)``; a table without one passes."""
+    if "label" not in table:
+        return
+    if num_classes is None:
+        raise _fail(path, "has a label column, but the task has no classes; relabelling needs a classification task")
+    labels = table["label"].to_numpy()
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise _fail(path, f"label {int(labels[first])} of sample_id {int(table['sample_id'].iloc[first])} is not a "
+                          f"class of the task; expected an integer in [0, {num_classes})")
+
+
 def load_curriculum(
     path: str | os.PathLike[str],
     *,
     task: str | None = None,
     sample_ids: np.ndarray | None = None,
+    num_classes: int | None = None,
 ) -> Curriculum:
     """Read and validate a curriculum file.
 
     ``task``: refuse a file made for another task. ``sample_ids``: the dataset's ids;
     ids the dataset does not have are an error, dataset samples the file does not list
-    are pruned (weight 0).
+    are pruned (weight 0). ``num_classes``: check a ``label`` column's range (training
+    also refuses a label column for a task without classes: ``check_labels``).
     """
     path = Path(path)
     frame, metadata = _read_file(path)
@@ -288,6 +316,8 @@ def load_curriculum(
                 f"{len(unknown)} sample_id(s) not in the dataset (it has {len(sample_ids)} samples), "
                 f"e.g. {', '.join(map(str, unknown[:5].tolist()))}",
             )
+    if num_classes is not None:
+        check_labels(table, num_classes, path)
     return Curriculum(table, metadata)
 
 

@@ -1,7 +1,9 @@
 """Pruning builders: keep a fraction of the samples (weight 1), prune the rest (weight 0).
 
 Each is a pure, deterministic function of the per-sample summary (``store.sample_summary``);
-the parameters' defaults live in ``store.curriculum.registry``.
+the parameters' defaults live in ``store.curriculum.registry``. Every builder takes an
+optional ``class_floor`` (``store.curriculum.class_floor``): each class keeps at least that
+share of its proportional quota, the total kept unchanged.
 """
 
 from __future__ import annotations
@@ -9,38 +11,46 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from store.curriculum.class_floor import check_class_floor, class_labels, floored_selection
 from store.curriculum.errors import CurriculumError
 from store.curriculum.ranking import check_fraction, fraction_count, hardness_order, keep_positions
 from store.scores import hardness
 
 
-def keep_easy(summary: pd.DataFrame, score: str, keep: float) -> pd.DataFrame:
+def select(summary: pd.DataFrame, preference: np.ndarray, budget: int, class_floor: float | None) -> pd.DataFrame:
+    """Keep ``budget`` samples, most preferred first, with ``class_floor`` (None: no floor)."""
+    check_class_floor(class_floor)
+    labels = class_labels(summary) if class_floor else np.zeros(len(summary))
+    return keep_positions(summary, floored_selection(labels, preference, budget, class_floor))
+
+
+def keep_easy(summary: pd.DataFrame, score: str, keep: float, class_floor: float | None) -> pd.DataFrame:
     """Keep the ``keep`` fraction of easiest samples by ``score`` (weight 1), prune the rest."""
     check_fraction("keep", keep)
-    return keep_positions(summary, hardness_order(summary, score)[: fraction_count(keep, len(summary))])
+    return select(summary, hardness_order(summary, score), fraction_count(keep, len(summary)), class_floor)
 
 
-def keep_hard(summary: pd.DataFrame, score: str, keep: float) -> pd.DataFrame:
+def keep_hard(summary: pd.DataFrame, score: str, keep: float, class_floor: float | None) -> pd.DataFrame:
     """Keep the ``keep`` fraction of hardest samples (Paul et al. 2021; collapses when data
     is scarce, Sorscher et al. 2022: compare with keep-easy and random)."""
     check_fraction("keep", keep)
-    order = hardness_order(summary, score)
-    k = fraction_count(keep, len(summary))
-    return keep_positions(summary, order[len(order) - k:])
+    hardest_first = hardness_order(summary, score)[::-1]
+    return select(summary, hardest_first, fraction_count(keep, len(summary)), class_floor)
 
 
-def keep_random(summary: pd.DataFrame, keep: float, seed: int) -> pd.DataFrame:
+def keep_random(summary: pd.DataFrame, keep: float, seed: int, class_floor: float | None) -> pd.DataFrame:
     """Keep a uniformly random ``keep`` fraction (seeded; the baseline every pruning needs)."""
     check_fraction("keep", keep)
     rng = np.random.default_rng(seed)
-    positions = rng.permutation(len(summary))[: fraction_count(keep, len(summary))]
-    return keep_positions(summary, positions)
+    return select(summary, rng.permutation(len(summary)), fraction_count(keep, len(summary)), class_floor)
 
 
-def keep_offset(summary: pd.DataFrame, score: str, keep: float, skip: float) -> pd.DataFrame:
+def keep_offset(summary: pd.DataFrame, score: str, keep: float, skip: float,
+                class_floor: float | None) -> pd.DataFrame:
     """Skip the ``skip`` fraction of easiest samples, keep the next ``keep`` fraction (the
     Data Diet offset window, Paul et al. 2021: drops the hardest too, which are often
-    mislabeled)."""
+    mislabeled). With a class floor, a class short of its minimum takes its samples nearest
+    the window: harder ones first, then the skipped easy ones (hardest of them first)."""
     check_fraction("keep", keep)
     check_fraction("skip", skip, low_open=False, high_closed=False)
     n = len(summary)
@@ -48,10 +58,12 @@ def keep_offset(summary: pd.DataFrame, score: str, keep: float, skip: float) -> 
     k = fraction_count(keep, n)
     if start + k > n:
         raise CurriculumError(f"skip + keep must be <= 1, got {skip} + {keep}")
-    return keep_positions(summary, hardness_order(summary, score)[start:start + k])
+    order = hardness_order(summary, score)
+    return select(summary, np.concatenate([order[start:], order[:start][::-1]]), k, class_floor)
 
 
-def keep_stratified(summary: pd.DataFrame, score: str, keep: float, bins: int, seed: int) -> pd.DataFrame:
+def keep_stratified(summary: pd.DataFrame, score: str, keep: float, bins: int, seed: int,
+                    class_floor: float | None) -> pd.DataFrame:
     """Coverage-balanced selection (Zheng et al. 2023, CCS): split the score's range into
     ``bins`` equal-width bins and spend the budget evenly over them, smallest bins first
     (a bin with fewer samples than its share gives the remainder to the others); within a
@@ -77,4 +89,6 @@ def keep_stratified(summary: pd.DataFrame, score: str, keep: float, bins: int, s
         take = min(len(group), share)
         chosen.append(rng.permutation(group)[:take])
         budget -= take
-    return keep_positions(summary, np.concatenate(chosen) if chosen else np.zeros(0, np.int64))
+    picked = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    others = np.setdiff1d(np.arange(n), picked)
+    return select(summary, np.concatenate([picked, rng.permutation(others)]), len(picked), class_floor)

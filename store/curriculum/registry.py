@@ -23,6 +23,7 @@ from store.curriculum.groups import TABLE_FORMS, by_group_weights, parse_group_w
 from store.curriculum.online import SOW_FUNCTIONS, check_infobatch, check_sow, online_only
 from store.curriculum.pace import PACINGS, anti_curriculum, check_pacing, easy_to_hard, self_paced
 from store.curriculum.prune import keep_easy, keep_hard, keep_offset, keep_random, keep_stratified
+from store.curriculum.relabel import relabel_noise
 from store.curriculum.reweight import (
     CARTOGRAPHY,
     SOFT_NEEDS_FRACTION,
@@ -36,11 +37,12 @@ from store.scores import SCORES
 
 # -- the defaults --------------------------------------------------------------------------
 
-PRUNE_DEFAULTS: dict[str, Any] = {"keep": 0.5}
+PRUNE_DEFAULTS: dict[str, Any] = {"keep": 0.5, "class_floor": None}
 PACING_DEFAULTS: dict[str, Any] = {"pacing": "linear", "r0": 0.2, "duration": 10, "stages": 4, "power": 2.0}
 NOISE_DEFAULTS: dict[str, Any] = {"fraction": None, "threshold": None, "mode": "hard", "floor": 0.0, "temperature": 0.05}
 #: downweight-noise by a score given neither fraction nor threshold: the hardest fraction
 NOISE_FRACTION = 0.1
+RELABEL_DEFAULTS: dict[str, Any] = {"fraction": None, "threshold": None, "min_confidence": 0.0}
 INFOBATCH_DEFAULTS: dict[str, Any] = {"prune_ratio": 0.5, "delta": 0.875}
 LOSS_REWEIGHT_DEFAULTS: dict[str, Any] = {"g": "linear-upper", "delta": 1.0, "tau": 1.0}
 #: no table: every sample weighs default_weight (``trainmap curriculum`` asks for a table)
@@ -64,13 +66,18 @@ PARAMS: dict[str, Param] = {
     p.name: p
     for p in (
         Param("keep", float, "fraction of samples kept, in (0, 1]"),
+        Param("class_floor", float, "prune: every class keeps at least floor(class_floor * keep * its size) "
+              "samples, the total unchanged; 1 = class-stratified, 0 or unset = no floor"),
         Param("skip", float, "offset: fraction of the easiest samples skipped first, in [0, 1)"),
         Param("bins", int, "stratified: number of equal-width score bins"),
         Param("alpha", float, "upweight-hard: weight = 1 + alpha * hardness percentile, normalised to mean 1"),
-        Param("fraction", float, "downweight-noise: fraction of samples suspected (the hardest by the score)"),
-        Param("threshold", float, "downweight-noise: suspected when the score is at or beyond this value (e.g. aum 0)"),
+        Param("fraction", float, "downweight-noise, relabel: fraction of samples suspected (the hardest by the score)"),
+        Param("threshold", float, "downweight-noise, relabel: suspected when the score is at or beyond this "
+              "value (e.g. aum 0)"),
         Param("mode", ("hard", "soft"), "downweight-noise: hard (suspected get --floor) or soft (logistic in the percentile)"),
         Param("floor", float, "downweight-noise: weight given to suspected samples (hard mode; 0 = prune)"),
+        Param("min_confidence", float, "relabel: relabel only where the suggested label's confidence (share of "
+              "presentations predicting it) is at least this, in [0, 1]"),
         Param("temperature", float, "downweight-noise soft mode: width of the logistic in percentile units"),
         Param("pacing", PACINGS, "pacing function"),
         Param("r0", float, "pacing: fraction of data available at epoch 0, in (0, 1]"),
@@ -165,6 +172,14 @@ def noise_params(values: dict[str, Any], score: str | None) -> dict[str, Any]:
     return values
 
 
+def relabel_params(values: dict[str, Any], score: str | None) -> dict[str, Any]:
+    """relabel: by a score with neither fraction nor threshold, the hardest ``NOISE_FRACTION``."""
+    values = dict(values)
+    if score != CARTOGRAPHY and values["fraction"] is None and values["threshold"] is None:
+        values["fraction"] = NOISE_FRACTION
+    return values
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -181,6 +196,9 @@ STRATEGIES: dict[str, Strategy] = {
                  "forgetting, cartography)", downweight_noise_hard, {**NOISE_DEFAULTS},
                  extra_scores=(CARTOGRAPHY,), modes={"hard": downweight_noise_hard, "soft": downweight_noise_soft},
                  prepare=noise_params),
+        Strategy("relabel", "relabel", "train suspected label noise on its suggested label (the class predicted "
+                 "most often) instead of dropping it", relabel_noise, {**RELABEL_DEFAULTS},
+                 extra_scores=(CARTOGRAPHY,), prepare=relabel_params),
         Strategy("class-balance", "reweight", "equal total weight per class", class_balance, {}, needs_score=False),
         Strategy("group-weights", "reweight", "a weight per group (domain, skill, source) from a table",
                  by_group_weights, {**GROUP_WEIGHTS_DEFAULTS}, needs_score=False),

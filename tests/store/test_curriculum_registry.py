@@ -55,6 +55,8 @@ def _without_time(metadata: dict) -> dict:
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_building_without_parameters_is_building_with_the_registry_defaults(name):
     s = make_summary()
+    if name == "relabel":  # relabel needs each sample's suggested label (store.views.relabel)
+        s = s.assign(suggested_label=s["label"], suggested_confidence=1.0)
     spec = STRATEGIES[name]
     score = "loss" if spec.needs_score else None
     implicit = build_curriculum(s, name, score, task="mnist1d")
@@ -64,6 +66,8 @@ def test_building_without_parameters_is_building_with_the_registry_defaults(name
     recorded = {key: value for key, value in spec.defaults.items() if value is not None}
     if name == "downweight-noise":  # by a score with neither fraction nor threshold: the hardest 0.1
         recorded = {"fraction": 0.1, "mode": "hard", "floor": 0.0}
+    if name == "relabel":  # the same: the hardest 0.1
+        recorded = {"fraction": 0.1, "min_confidence": 0.0}
     assert implicit.metadata["params"] == recorded
     if spec.online_rule:
         assert implicit.metadata["online"] == {"rule": name, "params": recorded}

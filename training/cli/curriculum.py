@@ -3,6 +3,8 @@
     trainmap curriculum --run ID [--run ID2] --score aum --strategy downweight-noise \\
         --fraction 0.2 -o cur.parquet
     trainmap curriculum --run ID --strategy group-weights --group-weights docs=2,code=0.5
+    trainmap curriculum --run ID --score loss --strategy relabel --fraction 0.2 --relabel-epochs 5:9
+    trainmap curriculum --run RERUN --score loss --strategy keep-easy --unscored keep
 
 Writes ``-o FILE`` (.parquet, or .csv + FILE.csv.json) and a copy into
 ``<store>/curricula/``; prints the file path and a one-line summary. Torch-free.
@@ -28,6 +30,7 @@ def param_type(kind: Any) -> Callable[[str], Any]:
 
 def add_parser(commands: Any) -> None:
     from store.curriculum.registry import PARAMS, STRATEGIES
+    from store.curriculum.unscored import UNSCORED_CHOICES
 
     strategies = "; ".join(f"{name}: {spec.description}" for name, spec in STRATEGIES.items())
     parser = commands.add_parser(
@@ -46,6 +49,12 @@ def add_parser(commands: Any) -> None:
                         help=f"one of {', '.join(STRATEGIES)}")
     parser.add_argument("--epochs", default=None, metavar="FIRST:LAST",
                         help="score over these epochs only (e.g. 0:9; Data Diet scores early)")
+    parser.add_argument("--unscored", default=None, choices=list(UNSCORED_CHOICES),
+                        help="samples the source runs never presented (e.g. a pruned rerun's): keep = rank the "
+                        "others and keep these, drop = rank the others and prune these; required when there are any")
+    parser.add_argument("--relabel-epochs", default=None, metavar="FIRST:LAST",
+                        help="relabel: the epochs whose predictions vote for each sample's suggested label "
+                        "(default: the last half of the source run's epochs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random / stratified selection (default: 0)")
     parser.add_argument("--name", default=None, help="name recorded in the file and shown with reruns")
     for param in PARAMS.values():
@@ -59,6 +68,31 @@ def add_parser(commands: Any) -> None:
                         help="write .parquet or .csv (+ FILE.csv.json); default: only the copy in <store>/curricula/")
     add_store_argument(parser)
     parser.set_defaults(handler=run)
+
+
+def relabel_window(args: argparse.Namespace) -> tuple[int, int] | None:
+    """``--relabel-epochs`` as a pair; refused for any strategy but relabel."""
+    if args.relabel_epochs is None:
+        return None
+    if args.strategy != "relabel":
+        raise CliError(f"--relabel-epochs is for --strategy relabel, not {args.strategy}")
+    try:
+        return epoch_range(args.relabel_epochs)
+    except CliError:
+        raise CliError(f"--relabel-epochs expects FIRST:LAST (e.g. 5:9), got {args.relabel_epochs!r}") from None
+
+
+def with_run_suggestions(store: Any, ids: list[str], summary: Any, epochs: tuple[int, int] | None) -> Any:
+    """``summary`` with each sample's suggested label and confidence over ``epochs`` (None:
+    each run's default window), several runs' votes combined; the windows in ``attrs``."""
+    from store.curriculum.relabel import combine_suggestions, with_suggestions
+    from store.views.relabel import default_relabel_epochs, suggested_labels
+
+    windows = [epochs or default_relabel_epochs(store, run_id) or (0, 0) for run_id in ids]
+    per_run = [suggested_labels(store, run_id, window) for run_id, window in zip(ids, windows)]
+    joined = with_suggestions(summary, combine_suggestions(per_run))
+    joined.attrs["relabel_epochs"] = [list(window) for window in windows]
+    return joined
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,12 +117,17 @@ def run(args: argparse.Namespace) -> int:
     tasks = {store.run_info(run_id).get("task") for run_id in ids}
     if len(tasks) > 1:
         raise CliError(f"the runs belong to different tasks ({', '.join(sorted(map(str, tasks)))})")
+    relabel_epochs = relabel_window(args)
     try:
         summary = with_group_names(store, ids, sample_summary(store, ids, epochs))
+        if args.strategy == "relabel":
+            summary = with_run_suggestions(store, ids, summary, relabel_epochs)
         curriculum = build_curriculum(
             summary, args.strategy, args.score, seed=args.seed, task=tasks.pop(),
-            source_runs=ids, name=args.name, **params,
+            source_runs=ids, name=args.name, unscored=args.unscored, **params,
         )
+        if args.strategy == "relabel":
+            curriculum.metadata["relabel_epochs"] = summary.attrs.get("relabel_epochs")
     except CurriculumError:
         raise
     except ValueError as error:
@@ -111,6 +150,13 @@ def run(args: argparse.Namespace) -> int:
         per_group = weights.dropna(subset=["group"]).groupby("group")["weight"].agg(["first", "size"])
         line += "; weight per group: " + ", ".join(
             f"{name} {row['first']:g} ({int(row['size'])} samples)" for name, row in per_group.iterrows())
+    if "label" in curriculum.table:
+        changed = curriculum.table.merge(summary[["sample_id", "label"]], on="sample_id", suffixes=("", "_was"))
+        changed = changed[changed["label"] != changed["label_was"]]
+        line += f"; {len(changed)} labels replaced"
+        if "original_label" in summary and summary["label_noisy"].fillna(False).any():
+            fixed = changed.merge(summary[["sample_id", "original_label"]], on="sample_id")
+            line += f" ({int((fixed['label'] == fixed['original_label']).sum())} back to the clean label)"
     print(line, file=sys.stderr)
     print(f"saved {copy}", file=sys.stderr)
     print(str(output if output is not None else copy))
