@@ -47,7 +47,7 @@ def first_fully_scored(root: str, run_ids: list[str], versions: list[tuple]) -> 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def default_relabel_epochs(root: str, run_id: str, version: tuple) -> tuple[int, int] | None:
-    """The last half of the run's recorded epochs (``store.views.relabel``)."""
+    """The first half of the run's recorded epochs (``store.views.relabel``)."""
     del version
     return store_default_relabel_epochs(Store(root), run_id)
 

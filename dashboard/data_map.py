@@ -72,7 +72,7 @@ def recorded_epochs(root: str, run_id: str, version: tuple) -> tuple[int, int] |
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def default_relabel_epochs(root: str, run_id: str, version: tuple) -> tuple[int, int] | None:
-    """The epochs the suggested labels vote over by default (the last half of the run's)."""
+    """The epochs the suggested labels vote over by default (the first half of the run's)."""
     del version
     return relabel_views.default_relabel_epochs(Store(root), run_id)
 

@@ -136,7 +136,7 @@ def main() -> None:
         high = int(last.number_input("to epoch", min_value=low, value=max(low, int(window[1])), step=1,
                                      key="cur_relabel_last"))
         st.caption("A sample's suggested label is the class its presentations predicted most often over these "
-                   "epochs (default: the last half of the run); its confidence is the share that predicted it.")
+                   "epochs (default: the first half of the run, before flipped labels are memorised); its confidence is the share that predicted it.")
         summary = data_curriculum.with_suggestions(
             summary, data_curriculum.suggestions(root, tuple(sources), versions, (low, high)))
     params = {}

@@ -47,14 +47,19 @@ def recorded_epochs(store: Store, run_id: str) -> tuple[int, int] | None:
 
 
 def default_relabel_epochs(store: Store, run_id: str) -> tuple[int, int] | None:
-    """The last half of the run's recorded epochs (the later one of two middles), or None
-    while it has no presentations: epochs 0..19 give 10..19, epochs 0..2 give 1..2."""
+    """The first half of the run's recorded epochs (with the middle one of an odd count), or
+    None while it has no presentations: epochs 0..19 give 0..9, epochs 0..2 give 0..1.
+
+    Networks fit the clean, consistent part of the data before they memorise flipped
+    labels (Arpit et al. 2017, "A Closer Look at Memorization in Deep Networks"), so early
+    predictions vote for a sample's clean class and late ones for the label it was given
+    (``benchmarks/results/relabel.md`` compares the windows on the 20 % noise sample run)."""
     recorded = recorded_epochs(store, run_id)
     if recorded is None:
         return None
     low, high = recorded
     count = high - low + 1
-    return high - (count + 1) // 2 + 1, high
+    return low, low + (count + 1) // 2 - 1
 
 
 def suggested_labels(store: Store, run_id: str, epochs: tuple[int, int] | None = None) -> pd.DataFrame:

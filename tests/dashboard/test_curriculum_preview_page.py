@@ -107,7 +107,8 @@ def test_relabel_preview_counts_the_labels_it_gives_back(page, sample_store):
     run_id = sample_run_ids()["cnn-noise20-s1"]
     page.selectbox(key="cur_strategy").set_value("relabel")
     run(page)
-    assert page.number_input(key="cur_relabel_first").value == 10  # the last half of epochs 0..19
+    assert page.number_input(key="cur_relabel_first").value == 0  # the first half of epochs 0..19
+    assert page.number_input(key="cur_relabel_last").value == 9
     page.number_input(key="cur_relabel_first").set_value(5)
     run(page)
     page.number_input(key="cur_relabel_last").set_value(9)

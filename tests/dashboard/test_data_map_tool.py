@@ -113,12 +113,12 @@ def test_sample_view_shows_the_predicted_and_suggested_label(sample_store):
     last = presentations.sort_values("step").groupby("sample_id")["pred"].last()
     # a flipped sample the net ended up predicting differently from its given label
     sample_id = next(int(s) for s in flipped if last[s] != summary.loc[s, "label"])
-    label, epochs = int(summary.loc[sample_id, "label"]), (10, 19)  # default window: the last half of 0..19
+    label, epochs = int(summary.loc[sample_id, "label"]), (0, 9)  # default window: the first half of 0..19
     choice, share = suggested(presentations, sample_id, label, epochs)
     at = run_clean(app_test(sample_store, "views/run.py", run=NOISY, view="Samples", sample=str(sample_id)))
     page = texts(at)
     assert f"predicted **{int(last[sample_id])}** at its last presentation" in page
-    assert f"suggested label **{choice}** (confidence {share:.2f} over epochs 10–19)" in page
+    assert f"suggested label **{choice}** (confidence {share:.2f} over epochs 0–9)" in page
     # another window, chosen on the page
     at.slider(key="relabel_epochs").set_value((5, 9))
     at = run_clean(at)

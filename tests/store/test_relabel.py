@@ -55,10 +55,10 @@ def reference(epochs: tuple[int, int]) -> dict[int, tuple[int, float]]:
     return answer
 
 
-def test_default_window_is_the_last_half_of_the_recorded_epochs(store):
+def test_default_window_is_the_first_half_of_the_recorded_epochs(store):
     run_id = write_run(store)
     assert recorded_epochs(store, run_id) == (0, 3)
-    assert default_relabel_epochs(store, run_id) == (2, 3)
+    assert default_relabel_epochs(store, run_id) == (0, 1)
 
 
 @pytest.mark.parametrize("epochs", [(0, 3), (2, 3), (1, 1), (3, 3), (0, 0)])
@@ -76,12 +76,14 @@ def test_suggestions_match_a_plain_vote(store, epochs):
             assert row.window_presentations == 0
 
 
-def test_default_call_uses_the_last_half_and_ties_keep_the_label(store):
+def test_default_call_uses_the_first_half(store):
     run_id = write_run(store)
-    frame = suggested_labels(store, run_id).set_index("sample_id")
-    assert frame.loc[1, "suggested_label"] == 2 and frame.loc[1, "suggested_confidence"] == 1.0
-    assert frame.loc[2, "suggested_label"] == 2 and frame.loc[2, "suggested_confidence"] == 0.5
-    assert frame.loc[3, "suggested_label"] == 1 and frame.loc[3, "window_presentations"] == 1
+    frame = suggested_labels(store, run_id)
+    assert frame.equals(suggested_labels(store, run_id, (0, 1)))
+    expected = reference((0, 1))
+    for row in frame.itertuples():
+        if row.sample_id in expected:
+            assert (row.suggested_label, row.suggested_confidence) == pytest.approx(expected[row.sample_id])
 
 
 def test_a_run_without_presentations_and_a_bad_window(store):

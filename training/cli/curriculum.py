@@ -54,7 +54,7 @@ def add_parser(commands: Any) -> None:
                         "others and keep these, drop = rank the others and prune these; required when there are any")
     parser.add_argument("--relabel-epochs", default=None, metavar="FIRST:LAST",
                         help="relabel: the epochs whose predictions vote for each sample's suggested label "
-                        "(default: the last half of the source run's epochs)")
+                        "(default: the first half of the source run's epochs, before flipped labels are memorised)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random / stratified selection (default: 0)")
     parser.add_argument("--name", default=None, help="name recorded in the file and shown with reruns")
     for param in PARAMS.values():
