@@ -1,6 +1,9 @@
 """Plotly figure builders: a DataFrame in, a ``go.Figure`` out, no Streamlit calls.
 
-Scatters use WebGL (``Scattergl``); callers pass frames that are already sampled or
+Point scatters use WebGL (``Scattergl``: thousands of markers); lines use SVG
+(``Scatter``: a line is one path however many points it joins, and every WebGL chart
+costs the browser a drawing context of its own, drawn in software by a headless or
+GPU-less browser; ``benchmarks/bench_pages.py`` measures it). Callers pass frames that are already sampled or
 aggregated server-side (``store.views``), and the builders say so in the title when
 the frame holds only part of the data.
 """
@@ -59,7 +62,7 @@ def step_figure(steps: pd.DataFrame, column: str, title: str, note: str = "",
     """One per-step series (loss, gradient norm, learning rate) against the step."""
     # gradient norms are recorded every n-th step only: draw the recorded ones, joined
     recorded = steps.loc[steps[column].notna()] if column in steps else steps
-    figure = go.Figure(go.Scattergl(x=recorded["step"], y=recorded[column], mode="lines", name=column))
+    figure = go.Figure(go.Scatter(x=recorded["step"], y=recorded[column], mode="lines", name=column))
     figure.update_layout(title=_title(title, note), showlegend=False, **LAYOUT)
     if recorded.empty and not steps.empty:  # e.g. a run recorded with --grad-norm-every 0
         figure.add_annotation(text="not recorded in this run", showarrow=False, xref="paper", yref="paper",
@@ -243,8 +246,8 @@ def compare_steps_figure(steps_by_run: Sequence[tuple[str, pd.DataFrame]], colum
     """A per-step series of several runs overlaid (already bucketed server-side)."""
     figure = go.Figure()
     for index, (label, steps) in enumerate(steps_by_run):
-        figure.add_trace(go.Scattergl(x=steps["step"], y=steps[column], mode="lines", name=label,
-                                      line=dict(color=RUN_COLORS[index % len(RUN_COLORS)])))
+        figure.add_trace(go.Scatter(x=steps["step"], y=steps[column], mode="lines", name=label,
+                                    line=dict(color=RUN_COLORS[index % len(RUN_COLORS)])))
     figure.update_layout(title=_title(column.replace("_", " ") + " per step"),
                          legend=dict(orientation="h", y=-0.25), **LAYOUT)
     figure.update_xaxes(title_text="step")

@@ -33,8 +33,10 @@ def group_loss_figure(curves: pd.DataFrame, total: int | None = None, groups: li
     colors = group_colors(list(curves["group"].unique()) if groups is None else groups)
     figure = go.Figure()
     for group, rows in curves.groupby("group", sort=True):
-        figure.add_trace(go.Scattergl(x=rows["step"], y=rows["loss"], mode="lines", name=str(group),
-                                      line=dict(color=colors[group])))
+        # SVG, not WebGL: a line is one path however many bucket means it joins, and each
+        # WebGL chart costs the browser a context of its own (benchmarks/results/pages.md)
+        figure.add_trace(go.Scatter(x=rows["step"], y=rows["loss"], mode="lines", name=str(group),
+                                    line=dict(color=colors[group])))
     note = sampling_note(len(curves), len(curves) if total is None else total, "points",
                          "means over equal step buckets")
     figure.update_layout(title=_title("Loss per group and step", note), legend_title_text="group", **LAYOUT)

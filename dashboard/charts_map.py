@@ -41,7 +41,7 @@ def layer_grad_norm_figure(layers: pd.DataFrame, note: str = "") -> go.Figure:
     figure = go.Figure()
     for layer, part in layers.groupby("layer", sort=True):
         part = part.sort_values("step")
-        figure.add_trace(go.Scattergl(x=part["step"], y=part["grad_norm"], mode="lines", name=str(layer)))
+        figure.add_trace(go.Scatter(x=part["step"], y=part["grad_norm"], mode="lines", name=str(layer)))
     title = "Gradient norm per layer" + (f"<br><sup>{note}</sup>" if note else "")
     figure.update_layout(title=dict(text=title, x=0.0, xanchor="left"),
                          legend=dict(orientation="h", y=-0.2), **{**LAYOUT, "height": 380})

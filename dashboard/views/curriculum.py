@@ -188,7 +188,12 @@ def main() -> None:
 
     reruns = runs[runs["parent_run_id"].notna() & (runs["status"] == "finished")] if not runs.empty else runs
     if not reruns.empty:
-        with st.expander("Compare an earlier rerun with its parent"):
+        # Drawn only while open: a collapsed expander's charts and queries cost every rerun of
+        # the page (benchmarks/bench_pages.py)
+        earlier = st.expander("Compare an earlier rerun with its parent", key="cur_earlier_open", on_change="rerun")
+        if not earlier.open:
+            return
+        with earlier:
             newest_first = reruns.sort_values("created_at", ascending=False, kind="stable")
             chosen = st.selectbox("Rerun", list(newest_first["run_id"]), key="cur_compare",
                                   format_func=lambda r: f"{dict(zip(runs['run_id'], runs['name'])).get(r)} ({r})")

@@ -259,6 +259,8 @@ def test_curriculum_page_previews_and_compares_an_earlier_rerun(sample_store, tm
     at.run()  # register the pages first
     at.switch_page("views/curriculum.py")
     at = run_clean(at)
+    assert "Outcome: rerun vs parent" not in [s.value for s in at.subheader]  # drawn only when opened
+    at.session_state["cur_earlier_open"] = True  # open "Compare an earlier rerun with its parent"
     at.selectbox(key="cur_strategy").set_value("downweight-noise").run()
     assert not at.exception, [e.value for e in at.exception]
     shown = metrics(at)
