@@ -1,4 +1,5 @@
-"""Atomic file writes: the one place that knows the temporary-name idiom.
+"""Atomic file writes (the one place that knows the temporary-name idiom), and naming a
+Parquet file that cannot be read.
 
 Every file a store holds is written under a name ending in ``.<pid>.tmp``, which no
 reader's glob matches (``part-*.parquet``, ``*.json``), and then moved into place with
@@ -87,3 +88,26 @@ def write_parquet_atomic(path: Path, table: pa.Table, *, compact: bool = False, 
             "use_byte_stream_split": floats or False,
         }
     write_atomic(path, lambda tmp: pq.write_table(table, tmp, **options))
+
+
+def parquet_damage(path: Path) -> str | None:
+    """Why ``path`` cannot be read as Parquet (one line), or None when it reads whole.
+
+    For naming the damaged file after a query over many files failed: it reads the footer,
+    then every row group, so it is meant for that error path, not for every read.
+    """
+    try:
+        with pq.ParquetFile(path) as parquet:
+            for group in range(parquet.metadata.num_row_groups):
+                parquet.read_row_group(group)
+    except FileNotFoundError:
+        return None  # gone since it was listed (a run being compacted): not damage
+    except (OSError, pa.ArrowException, ValueError) as error:
+        return " ".join(str(error).split()) or type(error).__name__
+    return None
+
+
+def damaged_file_message(path: Path, reason: str) -> str:
+    """The one line that names a damaged Parquet file, what was wrong and what was expected."""
+    return (f"{path} is damaged ({reason[:200]}); expected a readable Parquet file: restore it, or delete "
+            "the run's folder")

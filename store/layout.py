@@ -28,6 +28,7 @@ import secrets
 import shutil
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store import migrations
-from store.files import write_json_atomic, write_parquet_atomic
+from store.files import damaged_file_message, parquet_damage, write_json_atomic, write_parquet_atomic
 from store.errors import RunNotFoundError, StoreError
 from store.schema import SAMPLES, SEGMENT_TABLES, conform
 
@@ -97,6 +98,19 @@ def _alive(pid: int) -> bool:
     except (PermissionError, OSError):
         return True  # exists, another user's
     return True
+
+
+def _field_problem(info: dict[str, Any]) -> str | None:
+    """What is wrong with run.json's epoch counts and names (that readers sort, add and show)."""
+    for field in ("epochs_done", "max_epochs"):
+        value = info.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            return f"its {field!r} is {str(repr(value))[:40]}"
+    for field in ("name", "task", "model", "run_id"):
+        value = info.get(field)
+        if value is not None and not isinstance(value, str):
+            return f"its {field!r} is a {type(value).__name__}"
+    return None
 
 
 class Store:
@@ -160,9 +174,11 @@ class Store:
             problem = f"its 'config' is a {type(info['config']).__name__}"
         elif info.get("status") not in RUN_STATUSES:
             problem = f"its 'status' is {info.get('status')!r}"
+        else:
+            problem = _field_problem(info)
         if problem is not None:
             raise StoreError(f"{path} is damaged: {problem}; expected a JSON object with a 'config' object and a "
-                             f"'status' in {RUN_STATUSES}")
+                             f"'status' in {RUN_STATUSES}, whole-number epoch counts and text names")
         return info
 
     def create_run(
@@ -321,6 +337,17 @@ class Store:
         return self.root / "datasets" / f"{key}.parquet"
 
     # -- reading --------------------------------------------------------------------
+
+    def damaged_file(self, run_id: str, tables: Iterable[str] = tuple(SEGMENT_TABLES)) -> StoreError | None:
+        """A ``StoreError`` naming the first of the run's files (``tables`` and the samples)
+        that cannot be read whole, or None; for the error path of a read that failed."""
+        paths = [path for table in tables for path in self.table_files(run_id, table)]
+        paths.append(self.run_dir(run_id) / "samples.parquet")
+        for path in paths:
+            reason = parquet_damage(path) if path.exists() else None
+            if reason is not None:
+                return StoreError(damaged_file_message(path, reason))
+        return None
 
     def table_files(self, run_id: str, table_name: str) -> list[Path]:
         """The Parquet files that hold a run's table right now (compacted or live)."""

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from store.errors import StoreError
-from store.files import atomic_path, write_parquet_atomic
+from store.files import atomic_path, damaged_file_message, parquet_damage, write_parquet_atomic
 from store.layout import Store
 from store.settings import MONITOR_DATALOADER_FIELD
 from store.schema import COMPACT_ORDER, DEDUPLICATE_ON, SAMPLES, SEGMENT_TABLES, select_list
@@ -137,8 +137,14 @@ def query_run(
 
     try:
         return retry_on_vanishing_files(run)
-    except duckdb.Error as error:
+    except (duckdb.Error, StoreError) as error:
+        damaged = store.damaged_file(run_id, tables)
+        if damaged is not None:
+            raise damaged from error
+        if isinstance(error, StoreError):
+            raise
         raise StoreError(f"query {sql_name!r} failed on run {run_id!r}: {error}") from error
+
 
 
 # -- named queries -------------------------------------------------------------------
@@ -249,7 +255,13 @@ def run_summary(store: Store, run_id: str, epochs: tuple[int, int] | None = None
     epoch_min, epoch_max = _validate_epochs(epochs)
     materialised = store.run_dir(run_id) / "summary.parquet"
     if (epoch_min, epoch_max) == ALL_EPOCHS and materialised.exists():
-        return conform_summary(pd.read_parquet(materialised))
+        try:
+            return conform_summary(pd.read_parquet(materialised))
+        except (OSError, pa.ArrowException, ValueError) as error:
+            if isinstance(error, FileNotFoundError):  # compacted again under us: query the segments
+                return run_summary(store, run_id, epochs)
+            reason = parquet_damage(materialised) or " ".join(str(error).split())
+            raise StoreError(damaged_file_message(materialised, reason)) from error
     return query_run(
         store,
         run_id,
@@ -398,6 +410,8 @@ def compact_run(store: Store, run_id: str) -> None:
             relation = con.sql(_compaction_sql(table_name))
             with atomic_path(run_path / f"{table_name}.parquet") as tmp:
                 relation.write_parquet(str(tmp), compression="zstd")
+    except duckdb.Error as error:
+        raise store.damaged_file(run_id) or StoreError(f"compacting run {run_id!r} failed: {error}") from error
     finally:
         con.close()
     store.update_run(run_id, compacted=True)

@@ -36,6 +36,10 @@ def repair_run(store: Store, run_id: str) -> str | None:
     state = store.run_state(run_id)
     if state["status"] == "running":
         return None  # alive: its own process will finish it
+    compact = needs_compaction(store, run_id)
+    damaged = store.damaged_file(run_id) if compact else None
+    if damaged is not None:  # refuse before writing anything: the files are the user's to restore
+        raise StoreError(f"cannot repair run {run_id}: {damaged} (nothing was changed)")
     done = []
     if info["status"] == "running":
         epochs, planned = int(info.get("epochs_done") or 0), info.get("max_epochs")
@@ -46,7 +50,7 @@ def repair_run(store: Store, run_id: str) -> str | None:
             status, error = "interrupted", state.get("error")
             done.append(f"marked interrupted ({error})")
         store.update_run(run_id, status=status, error=error, finished_at=info.get("finished_at") or utc_now())
-    if needs_compaction(store, run_id):
+    if compact:
         try:
             compact_run(store, run_id)
         except (StoreError, OSError) as error:

@@ -15,6 +15,8 @@ from pathlib import Path
 from store.errors import StoreError
 from store.settings import MODEL_NAMES, TASK_NAMES, check_label_noise
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
+#: The longest run name ``--name`` takes: it is a label in listings and page titles.
+MAX_NAME_LENGTH = 200
 #: Lightning accelerators ``trainmap train`` accepts (a GPU one is checked when training starts).
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
@@ -72,6 +74,10 @@ class TrainConfig:
             raise ValueError(f"label noise seed must be an integer >= 0, got {self.label_noise_seed}")
         if self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed}")
+        if self.name is not None and (len(self.name) > MAX_NAME_LENGTH or not self.name.isprintable()):
+            raise ValueError(f"run name {self.name[:40]!r}{'...' if len(self.name) > 40 else ''} ({len(self.name)} "
+                             f"characters) is not a name; expected at most {MAX_NAME_LENGTH} printable characters "
+                             "(no newlines or control characters)")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
         store_path = Path(self.store)

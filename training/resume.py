@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 
 from store.layout import Store
 
-__all__ = ["CHECKPOINT_FILE", "RunCheckpoint", "checkpoint_path", "fit_schedule_to"]
+__all__ = ["CHECKPOINT_FILE", "RunCheckpoint", "check_checkpoint", "checkpoint_path", "fit_schedule_to"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,20 @@ CHECKPOINT_FILE = "checkpoint.ckpt"
 
 def checkpoint_path(store: Store, run_id: str) -> Path:
     return store.run_dir(run_id) / CHECKPOINT_FILE
+
+
+def check_checkpoint(path: Path) -> None:
+    """``ValueError`` naming ``path`` unless it is a whole checkpoint (``torch.save``'s zip
+    archive, every member's CRC intact): checked before a resumed run starts."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"checkpoint {path} cannot be read ({error}); expected the checkpoint trainmap train "
+                         "saves after each epoch (the run cannot be resumed from it)") from None
+    if broken is not None:
+        raise ValueError(f"checkpoint {path} is damaged (member {broken!r} fails its CRC); expected a whole "
+                         "checkpoint (the run cannot be resumed from it)")
 
 
 class RunCheckpoint(L.Callback):

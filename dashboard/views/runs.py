@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, formatting, widgets
+from dashboard import data, data_faults, formatting, widgets
 
 root, runs = widgets.listing_page("Runs")
 
@@ -19,6 +19,8 @@ def runs_view() -> None:
     cols[2].metric("Finished", int(counts.get("finished", 0)))
     cols[3].metric("Failed", int(counts.get("failed", 0)))
     cols[4].metric("Interrupted", int(counts.get("interrupted", 0)))
+    for run_id, problem in data_faults.unreadable_runs(root, data.listing_version(root)).items():
+        st.warning(f"Run {formatting.md_text(run_id)} is left out: {formatting.md_text(problem)}")
     for row in current[current["status"].isin(["failed", "interrupted"])].itertuples():
         info = data.run_info(root, row.run_id, data.listing_version(root))
         st.warning(f"Run **{formatting.md_text(row.name)}** ({formatting.md_text(row.run_id)}) {row.status}: "

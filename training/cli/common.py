@@ -94,6 +94,8 @@ def check_run(store: Any, run_id: str) -> None:
 def run_ids(args: argparse.Namespace, store: Any) -> list[str]:
     """The ``--run`` ids (repeated or comma-separated), each checked to exist."""
     ids = [run_id for group in args.run for run_id in group.split(",") if run_id]
+    if not ids:
+        raise CliError(f"--run {','.join(args.run)!r} names no run; expected a run id (see trainmap runs)")
     for run_id in ids:
         check_run(store, run_id)
     return ids
@@ -105,9 +107,12 @@ def epoch_range(text: str | None) -> tuple[int, int] | None:
         return None
     try:
         low, _, high = text.partition(":")
-        return int(low), int(high or low)
+        first, last = int(low), int(high or low)
     except ValueError:
         raise CliError(f"--epochs expects FIRST:LAST (e.g. 0:9) or one epoch, got {text!r}") from None
+    if not 0 <= first <= last:
+        raise CliError(f"--epochs {text!r}: expected FIRST:LAST with 0 <= FIRST <= LAST (e.g. 0:9)")
+    return first, last
 
 
 def require_training_extra(command: str) -> None:
