@@ -173,6 +173,18 @@ class LatestLoss:
         positions = self.position_of[sample_ids.cpu().numpy()]
         self.loss[positions] = losses.detach().float().cpu().numpy()
 
+    # A checkpoint keeps the losses, so that a resumed run plans its next epoch from the
+    # same losses as a run that was never stopped (training.run.OnlineRuleState).
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss": self.loss.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        loss = np.asarray(state["loss"], dtype=np.float64)
+        if loss.shape != self.loss.shape:
+            raise CurriculumError(f"the checkpoint holds the latest losses of {len(loss)} samples, expected "
+                                  f"{len(self.loss)}: it belongs to another dataset or curriculum")
+        self.loss = loss.copy()
+
 
 @dataclass
 class CurriculumAttachment:
@@ -189,6 +201,8 @@ class CurriculumAttachment:
     group_weights: dict[str, float] | None = None
     #: sample ids whose label the file replaced (relabel), empty when none
     relabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: the latest loss per sample that InfoBatch and self-paced plan from (checkpointed)
+    latest_loss: LatestLoss | None = None
 
 
 def task_classes(task_name: str) -> int | None:
@@ -244,6 +258,7 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
     n = len(ids)
     module_kwargs: dict[str, Any] = {}
     plan = None
+    latest = None
     reload_every = 0
     num_samples = n if (getattr(config, "keep_steps", False) or start is not None) else None
 
@@ -295,4 +310,5 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
         reload_dataloaders_every_n_epochs=reload_every,
         group_weights=curriculum.group_weights,
         relabelled=relabelled,
+        latest_loss=latest,
     )

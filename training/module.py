@@ -109,13 +109,28 @@ class Classifier(L.LightningModule):
     def validation_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(logits, targets)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The schedule's plan: the steps it was sized for and the epochs they cover (none when
+        # a subclass configures its own optimisation).
+        planned = getattr(self, "_planned_steps", None)
+        if planned is not None:
+            checkpoint[PLANNED_SCHEDULE_KEY] = {"epochs": int(self.trainer.max_epochs), "total_steps": int(planned)}
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Kept until configure_optimizers: a resumed run may plan more epochs (training.resume).
         self._resumed_from = checkpoint
 
     def configure_optimizers(self) -> Any:
-        config = one_cycle_adamw(self, self.lr, self.weight_decay)
         resumed = getattr(self, "_resumed_from", None)
+        planned = (resumed or {}).get(PLANNED_SCHEDULE_KEY)
+        total_steps = None
+        if planned:
+            # Size the schedule as the first fit did, per epoch, not from the loader at hand:
+            # an online rule's epochs change length (InfoBatch), and the loader a resumed run
+            # starts with is not the one the first fit planned from.
+            total_steps = round(planned["total_steps"] * int(self.trainer.max_epochs) / planned["epochs"])
+        config = one_cycle_adamw(self, self.lr, self.weight_decay, total_steps=total_steps)
+        self._planned_steps = config["lr_scheduler"]["scheduler"].total_steps
         if resumed is not None:
             from training.resume import fit_schedule_to
 
@@ -123,12 +138,18 @@ class Classifier(L.LightningModule):
         return config
 
 
-def one_cycle_adamw(module: L.LightningModule, lr: float, weight_decay: float) -> dict[str, Any]:
-    """AdamW with a one-cycle schedule peaking at ``lr`` over the whole fit, stepped per batch."""
+#: where a checkpoint keeps the one-cycle schedule's plan (``Classifier.on_save_checkpoint``)
+PLANNED_SCHEDULE_KEY = "trainmap_planned_schedule"
+
+
+def one_cycle_adamw(module: L.LightningModule, lr: float, weight_decay: float,
+                    total_steps: int | None = None) -> dict[str, Any]:
+    """AdamW with a one-cycle schedule peaking at ``lr`` over the whole fit, stepped per batch:
+    over ``total_steps``, by default the trainer's estimate of the fit's steps."""
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(int(module.trainer.estimated_stepping_batches), 1)
-    )
+    if total_steps is None:
+        total_steps = int(module.trainer.estimated_stepping_batches)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, 1))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

@@ -7,11 +7,14 @@ Library code behind ``trainmap train``; it takes a frozen ``TrainConfig``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -133,15 +136,19 @@ def resume_config(store_path: str, run_id: str, epochs: int | None = None) -> Tr
     """The settings run ``run_id`` of ``store_path`` was trained with (its run.json), with
     ``epochs`` if given; ``ValueError`` when it cannot be resumed (still training, finished
     with all its epochs, or without a checkpoint)."""
-    from training.resume import checkpoint_path
+    from training.resume import check_checkpoint, checkpoint_path
 
     store = Store(store_path)
     state = store.run_state(run_id)
     if state["status"] == "running":
         raise ValueError(f"run {run_id} is still training (pid {state.get('pid')}); expected a run that stopped")
+    damaged = store.damaged_file(run_id)
+    if damaged is not None:
+        raise ValueError(f"cannot resume run {run_id}: {damaged}")
     if not checkpoint_path(store, run_id).exists():
         raise ValueError(f"run {run_id} has no checkpoint ({checkpoint_path(store, run_id)}); only runs trained by "
                          "trainmap train since checkpoints were kept can be resumed")
+    check_checkpoint(checkpoint_path(store, run_id))
     fields = {name: value for name, value in (state.get("config") or {}).items()
               if name in TrainConfig.__dataclass_fields__}
     config = TrainConfig(**{**fields, "store": str(store_path), "epochs": epochs or fields.get("epochs")})
@@ -172,9 +179,22 @@ def train(config: TrainConfig, resume: str | None = None) -> str:
     if config.curriculum is not None:
         from training.curriculum_run import attach_curriculum
 
+        from training.distributed_curriculum import (
+            DistributedCurriculumSampler,
+            gathered_batch_losses,
+            gathered_online_weights,
+        )
+
         attachment = attach_curriculum(config, dataset, task_name=config.task, batch_size=batch_size)
-        sampler = attachment.sampler
+        # Under DDP every rank draws the same global epoch and takes its share (Lightning
+        # keeps a DistributedSampler it is given); the ranks are read from torch.distributed
+        # at each epoch's draw, and in one process it draws exactly what the sampler draws.
+        sampler = None if attachment.sampler is None else DistributedCurriculumSampler(attachment.sampler)
         module_kwargs.update(attachment.module_kwargs)
+        if "on_batch_losses" in module_kwargs:  # InfoBatch, self-paced: every rank learns every loss
+            module_kwargs["on_batch_losses"] = gathered_batch_losses(module_kwargs["on_batch_losses"])
+        if "online_weights" in module_kwargs:  # loss reweighting over the step's global batch
+            module_kwargs["online_weights"] = gathered_online_weights(module_kwargs["online_weights"])
         parent_run_id = attachment.parent_run_id
         curriculum_name = attachment.curriculum_label
         reload_every = getattr(attachment, "reload_dataloaders_every_n_epochs", 0)
@@ -219,12 +239,15 @@ def train(config: TrainConfig, resume: str | None = None) -> str:
     from training.resume import RunCheckpoint, checkpoint_path
 
     ckpt_path = str(checkpoint_path(store, resume)) if resume is not None else None
+    latest_loss = attachment.latest_loss if config.curriculum is not None else None
+    rule_state = [OnlineRuleState(latest_loss)] if latest_loss is not None else []
     trainer = L.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
-        callbacks=[recorder, RunCheckpoint(store, recorder)],  # the checkpoint after the recorder
+        # the checkpoint after the recorder; an online rule's losses go into the checkpoint
+        callbacks=[recorder, *rule_state, RunCheckpoint(store, recorder)],
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -233,21 +256,73 @@ def train(config: TrainConfig, resume: str | None = None) -> str:
         num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=reload_every,
     )
-    try:
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
-                    weights_only=False)  # our own checkpoint: it holds the recorder's state too
-    except SystemExit:
-        # Lightning answers Ctrl-C by recording the interruption (the recorder marks the
-        # run failed and writes what it has) and then sys.exit(1). Say it was an interrupt,
-        # so the CLI reports it as one (exit status 130) instead of failing silently.
-        if trainer.interrupted:
-            raise KeyboardInterrupt from None
-        raise
+    with hang_up_as_interrupt() as hung_up:
+        try:
+            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
+                        weights_only=False)  # our own checkpoint: it holds the recorder's state too
+        except SystemExit:
+            # Lightning answers Ctrl-C by recording the interruption (the recorder marks the
+            # run and writes what it has) and then sys.exit(1). Say it was an interrupt, so
+            # the CLI reports it as one (exit status 130) instead of failing silently.
+            if trainer.interrupted:
+                record_interrupt(store, trainer, recorder.run_id, hung_up)
+                raise KeyboardInterrupt from None
+            raise
     if recorder.run_id is None:
         raise RuntimeError("training did not start; no run was recorded")
-    if trainer.interrupted and trainer.is_global_zero:
-        info = store.run_info(recorder.run_id)
-        if info.get("status") == "running":
-            store.update_run(recorder.run_id, status="interrupted",
-                             error="interrupted by SIGINT (Ctrl-C); the recorded epochs are kept")
+    if trainer.interrupted:
+        record_interrupt(store, trainer, recorder.run_id, hung_up)
     return recorder.run_id
+
+
+class OnlineRuleState(L.Callback):
+    """Keeps an online rule's latest losses (``training.curriculum_run.LatestLoss``) in the
+    run's checkpoint, so that ``--resume`` plans the next epoch from the same losses as a run
+    that was never stopped."""
+
+    def __init__(self, latest_loss: Any) -> None:
+        self.latest_loss = latest_loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.latest_loss.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.latest_loss.load_state_dict(state_dict)
+
+
+def record_interrupt(store: Store, trainer: L.Trainer, run_id: str | None, hung_up: list[int]) -> None:
+    """Write that the run was interrupted, and by which signal, unless it says so already."""
+    if run_id is None or not trainer.is_global_zero:
+        return
+    info = store.run_info(run_id)
+    if info.get("status") == "running" or hung_up:
+        signal_name = "SIGHUP (its terminal or SSH session closed)" if hung_up else "SIGINT (Ctrl-C)"
+        store.update_run(run_id, status="interrupted", error=f"interrupted by {signal_name}; the recorded epochs are kept")
+
+
+class HangUp(KeyboardInterrupt):
+    """SIGHUP, raised in the training process as Ctrl-C is, so Lightning stops the run the
+    same way (the recorder writes what it has, the run reads ``interrupted``)."""
+
+
+@contextlib.contextmanager
+def hang_up_as_interrupt() -> Iterator[list[int]]:
+    """While training, turn SIGHUP (a closed terminal or SSH session, which by default kills
+    the process and leaves the run to be found dead) into ``HangUp``; yields a list that is
+    non-empty once one arrived. Only in the main thread, and only over the default handler."""
+    received: list[int] = []
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is None or threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(hup) is not signal.SIG_DFL:
+        yield received
+        return
+
+    def on_hang_up(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise HangUp()
+
+    signal.signal(hup, on_hang_up)
+    try:
+        yield received
+    finally:
+        signal.signal(hup, signal.SIG_DFL)
