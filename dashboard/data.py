@@ -39,10 +39,7 @@ from store.queries import epoch_metrics as store_epoch_metrics
 from store.queries import sample_summary as store_sample_summary
 from store.queries import trajectory as store_trajectory
 from store.scores import (
-    DEFAULT_AMBIGUOUS_VARIABILITY,
-    DEFAULT_EASY_CONFIDENCE,
     SCORES,
-    cartography_region,
     output_kind,
     scores_of_kind,
 )
@@ -63,7 +60,7 @@ from store.views.results import Agreement, Histogram, Sampled
 
 __all__ = [
     # re-exported from store/ for the pages
-    "CARTOGRAPHY", "DEFAULT_AMBIGUOUS_VARIABILITY", "DEFAULT_EASY_CONFIDENCE", "PARAMS", "SCORES",
+    "CARTOGRAPHY", "PARAMS", "SCORES",
     "STRATEGIES", "WEIGHT_GROUPS", "Agreement", "Curriculum", "CurriculumError", "CurriculumPreview",
     "Histogram", "Sampled", "StoreError", "build_curriculum", "curriculum_preview", "curriculum_to_bytes",
     "last_epoch_class_accuracy", "output_kind", "scores_of_kind", "start_epoch_counts", "weight_map_points",
@@ -72,7 +69,7 @@ __all__ = [
     "data_map", "dataset_path", "dataset_version", "epoch_metrics", "forgetting_counts", "hardest_samples",
     "listing_version", "overview", "presentations_recorded", "recorded_curriculum", "recorded_scores",
     "region_counts", "run_ids", "run_info", "run_version", "runs_frame", "sample_fate_table",
-    "sample_id_range", "sample_input", "sample_record", "sample_region", "sample_summary", "save_curriculum",
+    "sample_id_range", "sample_input", "sample_record", "sample_summary", "save_curriculum",
     "score_agreement", "score_histograms", "stacked_epoch_metrics", "step_curves", "store_root", "trajectory",
 ]
 
@@ -276,13 +273,6 @@ def score_agreement(root: str, run_a: str, version_a: tuple, run_b: str, version
     del version_a, version_b
     return agreement_views.score_agreement(Store(root), run_a, run_b, score, top_fraction,
                                            MAX_SCATTER_POINTS)
-
-
-def sample_region(confidence: float | None, variability: float | None) -> str | None:
-    """The cartography region of one sample (``store.cartography_region``); None without
-    a confidence (a run that recorded no p_true)."""
-    region = cartography_region(pd.Series([confidence], dtype=float), pd.Series([variability], dtype=float)).iloc[0]
-    return None if pd.isna(region) else str(region)
 
 
 # -- curricula -----------------------------------------------------------------------

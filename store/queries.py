@@ -70,7 +70,7 @@ def _register_table(
     if files:
         # Files written before a column existed lack it: read by name, missing as null.
         relation = con.read_parquet([str(path) for path in files], union_by_name=True)
-        relation.select(select_list(SEGMENT_TABLES[table_name], relation.columns)).create_view(raw_name)
+        con.register(raw_name, relation.select(select_list(SEGMENT_TABLES[table_name], relation.columns)))
     else:
         empty = SEGMENT_TABLES[table_name].empty_table()
         con.register(raw_name, empty)
@@ -89,7 +89,7 @@ def _register_samples(
 ) -> None:
     path = store.run_dir(run_id) / "samples.parquet"
     if path.exists():
-        con.read_parquet(str(path)).create_view("samples")
+        con.register("samples", con.read_parquet(str(path)))
     elif has_presentations:
         # A run whose recorder was given no sample table: the labels it trained on,
         # with no injected noise to report.
@@ -102,15 +102,22 @@ def _register_samples(
         con.register("samples", SAMPLES.empty_table())
 
 
+#: The process's in-memory DuckDB database; every run query works on a cursor of it.
+SHARED_DATABASE = duckdb.connect()
+
+
 def run_connection(
     store: Store, run_id: str, tables: Iterable[str] = tuple(SEGMENT_TABLES)
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with views ``samples`` and the requested run tables."""
+    """A cursor on the process's in-memory database with views ``samples`` and the requested
+    run tables, registered on the cursor alone (so threads never see each other's); close it
+    when done. One database per process: opening a fresh one per query cost more than most
+    queries (``benchmarks/bench_pages.py``)."""
     info = store.run_info(run_id)
     compacted = info.get("compacted", False)
     dedupe = not compacted and int(info.get("world_size") or 1) > 1
     tables = tuple(tables)
-    con = duckdb.connect()
+    con = SHARED_DATABASE.cursor()
     for table_name in tables:
         _register_table(con, store, run_id, table_name, dedupe)
     _register_samples(con, store, run_id, "presentations" in tables)

@@ -187,10 +187,6 @@ REGION_RULE = (
     "per-run thirds: ambiguous = variability above its 2/3 quantile (the top third); the other "
     "two thirds split at their median confidence: easy-to-learn at or above it, hard-to-learn below"
 )
-#: Fixed cut-offs of earlier versions, no longer a default: kept only while
-#: ``dashboard/data.py`` re-exports them.
-DEFAULT_AMBIGUOUS_VARIABILITY = 0.2
-DEFAULT_EASY_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True)

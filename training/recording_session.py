@@ -282,8 +282,8 @@ class Recorder:
         try:
             self._flush()
             self._writer.close()
-        except Exception:  # the original exception matters more than a write error
-            logger.exception("could not write the last segments of run %s", self.run_id)
+        except Exception as error:  # the original exception matters more than a write error: one line
+            logger.error("could not write the last segments of run %s: %s", self.run_id, error)
         self._stop_heartbeat()
         if self.run_id is None or self.rank != 0:
             return

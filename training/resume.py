@@ -65,7 +65,7 @@ class RunCheckpoint(L.Callback):
             return
         path = checkpoint_path(self.store, self.recorder.run_id)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        trainer.save_checkpoint(temporary)  # every rank calls it; rank zero writes
+        trainer.save_checkpoint(temporary, weights_only=False)  # every rank calls it; rank zero writes
         if trainer.is_global_zero:
             os.replace(temporary, path)
 

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from store import Store
+from store.curriculum.errors import CurriculumError
 from training.config import TrainConfig
 from training.models import build_model
 from training.module import Classifier, IndexedDataset, LanguageModel, SequenceDataset
@@ -186,6 +187,11 @@ def train(config: TrainConfig, resume: str | None = None) -> str:
         )
 
         attachment = attach_curriculum(config, dataset, task_name=config.task, batch_size=batch_size)
+        if attachment.curriculum.online and config.strategy == "ddp_spawn" and config.devices > 1:
+            # ddp_spawn pickles the module for each process, and an online rule's hooks plan
+            # from state the parent process holds: they cannot travel that way
+            raise CurriculumError(f"an online rule ({attachment.curriculum.online['rule']}) cannot run under "
+                             "--strategy ddp_spawn; expected --strategy ddp")
         # Under DDP every rank draws the same global epoch and takes its share (Lightning
         # keeps a DistributedSampler it is given); the ranks are read from torch.distributed
         # at each epoch's draw, and in one process it draws exactly what the sampler draws.

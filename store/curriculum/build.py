@@ -85,6 +85,8 @@ def build_curriculum(
             raise CurriculumError("no sample of the source runs was presented, so none has a score")
         unscored_rows, summary = summary[missing], summary[~missing].reset_index(drop=True)
     score = check_score(spec, summary, score)
+    if spec.online_check is not None:  # an online rule's parameters, refused now rather than in training
+        spec.online_check(**keyword_arguments(spec.online_check, values))
     if spec.prepare is not None:
         values = spec.prepare(values, score)
     builder = spec.builder_for(values)

@@ -222,6 +222,10 @@ def validate_table(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
                 raise _fail(path, f"column {column} must hold integers")
             if column != "sample_id" and (values < 0).any():
                 raise _fail(path, f"column {column} must be >= 0")
+            if (values.abs() >= 2**62).any():  # int64 holds them; an epoch or class that large is a mistake
+                row = int(np.flatnonzero((values.abs() >= 2**62).to_numpy())[0])
+                raise _fail(path, f"column {column} has {frame[column].iloc[row]!r} (row {row + 1}); expected an "
+                                  "integer below 2**62")
             clean[column] = values.astype(np.int64)
         else:
             clean[column] = values.astype(np.float64)
@@ -248,6 +252,9 @@ def validate_metadata(metadata: dict[str, Any] | None, path: Path) -> dict[str, 
     if version > FORMAT_VERSION:
         raise _fail(path, f"format_version {version} is newer than this trainmap reads ({FORMAT_VERSION}); upgrade trainmap")
     metadata["format_version"] = version
+    sources = metadata.get("source_runs")
+    if sources is not None and (not isinstance(sources, list) or not all(isinstance(s, str) for s in sources)):
+        raise _fail(path, f"source_runs must be a list of run ids, got {sources!r}")
     params = metadata.get("params")
     if isinstance(params, dict) and params.get("group_weights") is not None:
         table = params["group_weights"]

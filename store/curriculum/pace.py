@@ -72,6 +72,7 @@ def paced_table(summary: pd.DataFrame, order: np.ndarray, pacing: str, r0: float
                 stages: int, power: float) -> pd.DataFrame:
     """Weight 1 for all; ``start_epoch``: the first epoch whose available count covers
     the sample's position in ``order``; ``stage``: the rank of its start epoch."""
+    check_pacing(pacing, r0, duration, stages, power)  # a duration < 1 would leave the loop below empty
     n = len(summary)
     start = np.zeros(n, dtype=np.int64)
     previous = 0

@@ -258,6 +258,8 @@ def rule_params(rule: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
 def check_online(strategy: Strategy, params: Mapping[str, Any]) -> dict[str, Any]:
     """A file's online ``params`` for ``strategy``, coerced; the rule's own parameters
     (defaults filled in) checked. Keys other rules take are kept, unknown keys refused."""
+    if not isinstance(params, Mapping):
+        raise CurriculumError(f"online params must be a table of NAME: VALUE, got a {type(params).__name__}")
     checked: dict[str, Any] = {}
     for key, value in params.items():
         if key not in PARAMS:

@@ -127,6 +127,12 @@ def test_jobs_survive_a_reload_show_step_progress_and_cancel(server, page):
         name_box.fill("browser-rerun")
         name_box.press("Enter")
         page.wait_for_timeout(1000)
+        # Long enough to be still training after the reload below on a fast, idle machine
+        # (the test cancels it).
+        epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+        epochs.fill("500")
+        epochs.press("Enter")
+        page.wait_for_timeout(1000)
         launch = page.get_by_role("button", name="Launch rerun")
         expect(launch).to_be_enabled()
         launch.click()

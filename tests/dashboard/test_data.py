@@ -95,12 +95,6 @@ def test_presentations_and_dataset_inputs(root):
     assert data.dataset_version(root, "no-such-task") is None
 
 
-def test_sample_region_cuts_like_the_store():
-    assert data.sample_region(0.9, 0.05) == "easy-to-learn"
-    assert data.sample_region(0.5, 0.4) == "ambiguous"
-    assert data.sample_region(0.1, 0.05) == "hard-to-learn"
-
-
 def test_a_rerun_finds_its_curriculum_in_a_moved_store(root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the recorded path is relative to where the sample runs were made
     rerun = run_id_of(root, "cnn-noise20-s0-clean")
@@ -137,7 +131,5 @@ def test_curriculum_preview_and_outcome_tables(root):
     assert set(accuracy.columns) >= {"epoch", "label", "accuracy"}
 
 
-def test_sample_region_is_none_without_a_confidence():
-    assert data.sample_region(None, None) is None
-    assert data.sample_region(float("nan"), 0.1) is None
+def test_output_kind_defaults_to_classification():
     assert data.output_kind({"output_kind": "sequence"}) == "sequence" and data.output_kind({}) == "classification"

@@ -194,11 +194,14 @@ def test_curriculum_preview_counts_by_hand(tiny_summary):
 
 
 def test_curriculum_preview_keeps_every_region_even_when_empty(tiny_summary):
-    easy_only = tiny_summary.iloc[:2]
-    preview = views.curriculum_preview(easy_only, np.ones(2))
+    # one sample: by the per-run thirds it is easy-to-learn (at its own median confidence and
+    # not above its own variability), and the two other regions are empty
+    easy_only = tiny_summary.iloc[:1]
+    preview = views.curriculum_preview(easy_only, np.ones(1))
     regions = preview.kept_per_region.set_index("region")
     assert regions.index.tolist() == list(REGIONS)
-    assert regions.loc["ambiguous", "samples"] == 0 and regions.loc["easy-to-learn", "kept"] == 2
+    assert regions.loc["ambiguous", "samples"] == 0 and regions.loc["hard-to-learn", "samples"] == 0
+    assert regions.loc["easy-to-learn", "kept"] == 1
 
 
 def test_weight_map_points_sample_large_groups_and_keep_their_sizes(tiny_summary):

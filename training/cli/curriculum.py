@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from training.cli.common import CliError, add_store_argument, epoch_range, open_store, run_ids
+from training.cli.common import CliError, add_store_argument, epoch_range, non_negative_int, open_store, run_ids
 
 
 def param_type(kind: Any) -> Callable[[str], Any]:
@@ -44,7 +44,7 @@ def add_parser(commands: Any) -> None:
                         help="source run id; repeat or comma-separate to average scores over runs")
     parser.add_argument("--score", default=None,
                         help="score to rank by (loss, el2n, grand, forgetting_events, aum, confidence, ...; "
-                        "'cartography' for downweight-noise: the hard-to-learn region)")
+                        "'cartography' for downweight-noise: the hard-to-learn region of the run's thirds)")
     parser.add_argument("--strategy", required=True, choices=list(STRATEGIES), metavar="NAME",
                         help=f"one of {', '.join(STRATEGIES)}")
     parser.add_argument("--epochs", default=None, metavar="FIRST:LAST",
@@ -55,7 +55,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--relabel-epochs", default=None, metavar="FIRST:LAST",
                         help="relabel: the epochs whose predictions vote for each sample's suggested label "
                         "(default: the first half of the source run's epochs, before flipped labels are memorised)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random / stratified selection (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of random / stratified selection (default: 0)")
     parser.add_argument("--name", default=None, help="name recorded in the file and shown with reruns")
     for param in PARAMS.values():
         kind = param.kind

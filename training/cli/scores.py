@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from store.engines import ENGINES
 from training.cli.common import (
     CliError,
     add_store_argument,
@@ -45,6 +46,10 @@ def add_parser(commands: Any) -> None:
                         help="sort hardest first by this score (e.g. el2n, aum, forgetting_events); "
                         "with --by group, by the group's mean")
     parser.add_argument("--top", type=positive_int, default=None, help="keep only the first N rows")
+    parser.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
+                        help="what computes the per-sample table: DuckDB in this process (default) or Apache "
+                        "Spark (the 'spark' extra; local[*], or the cluster that MASTER / SPARK_REMOTE / "
+                        "spark-defaults.conf name)")
     parser.add_argument("-o", "--output", default=None, metavar="FILE",
                         help="write .csv, .parquet, .json or .jsonl (default: CSV on stdout)")
     add_store_argument(parser)
@@ -52,13 +57,16 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from store import rank_hardest, sample_summary
+    from store import rank_hardest
+    from store.engines import summary_with
     from store.groups import NoGroupsError, group_scores, rank_groups, with_group_names
     from store.scores import get_score
 
     store = open_store(args)
     ids = run_ids(args, store)
     epochs = epoch_range(args.epochs)
+    if args.engine != "duckdb" and args.by == "group":
+        raise CliError(f"--engine {args.engine} computes the per-sample table (--by sample); --by group runs on duckdb")
     try:
         if args.sort:
             get_score(args.sort)
@@ -67,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             if args.sort:
                 frame = rank_groups(frame, args.sort)
         else:
-            frame = with_group_names(store, ids, sample_summary(store, ids, epochs))
+            frame = with_group_names(store, ids, summary_with(args.engine, store, ids, epochs))
             if frame["group_id"].isna().all():
                 frame = frame.drop(columns="group_id")
             if args.sort:
