@@ -25,7 +25,10 @@ def weight_distributions_figure(weight: np.ndarray, flipped: np.ndarray | None) 
     ``flipped`` is None or marks none."""
     weight = np.asarray(weight, dtype=float)
     high = float(weight.max()) if len(weight) and weight.max() > 0 else 1.0
-    bins = dict(start=0.0, end=high * (1 + 1e-9), size=high / WEIGHT_BINS)
+    size = high / WEIGHT_BINS
+    # Bins centred on 0, size, ..., high: with edges on the values themselves (0 and 1 of a
+    # hard curriculum) Plotly.js put every sample into the first bin.
+    bins = dict(start=-size / 2, end=high + size / 2, size=size)
     figure = go.Figure()
     groups = [("all samples", np.ones(len(weight), dtype=bool), CLEAN_COLOR)]
     if flipped is not None and np.asarray(flipped).any():

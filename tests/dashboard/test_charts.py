@@ -4,6 +4,7 @@ objects (traces, their data, titles and axes), without Streamlit."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from dashboard import charts, charts_map
@@ -154,3 +155,18 @@ def test_figures_of_runs_without_class_labels_or_p_label():
     weights = charts.weight_loss_figure(np.array([0.1, 0.2, 3.0, 4.0, np.nan]), np.array([1, 1, 0, 0.5, 1]))
     assert [trace.name for trace in weights.data] == ["kept (2)", "down-weighted (1)", "pruned (1)"]
     assert list(weights.data[2].x) == [3.0]
+
+
+def test_weight_bins_are_centred_on_the_values_of_a_hard_curriculum():
+    """Plotly.js drew every sample in the first bin when the bin edges sat on the weights
+    themselves (0 and 1), so each weight must fall in the middle of its bin."""
+    from dashboard.charts_curriculum import WEIGHT_BINS, weight_distributions_figure
+
+    weight = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
+    figure = weight_distributions_figure(weight, np.array([True, False, False, False, False]))
+    for trace in figure.data:
+        start, size = trace.xbins.start, trace.xbins.size
+        assert size == pytest.approx(1.0 / WEIGHT_BINS)
+        offsets = (weight - start) / size  # position inside the bins, in bins
+        np.testing.assert_allclose(offsets % 1.0, 0.5)
+        assert trace.xbins.end > weight.max()
