@@ -11,34 +11,20 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import store as store_api
-from conftest import SAMPLE_RUNS, sample_run_ids
+from browser_session import ARTIFACTS, chromium_page, dashboard_server
+from conftest import sample_run_ids
 from store.curriculum import list_curricula, load_curriculum
 from store.queries import dynamics, layer_grad_norms
-from tests.dashboard.app_pages import REPO, app_test, figures, metrics, run_clean, texts
+from tests.dashboard.app_pages import app_test, figures, metrics, run_clean, texts
 
 RUNS = sample_run_ids()
 NOISY = RUNS["cnn-noise20-s0"]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 
 def thirds(summary: pd.DataFrame) -> tuple[float, float, pd.Series]:
@@ -166,62 +152,16 @@ def test_selection_csv_lists_the_ids_in_order():
 # -- Chromium: a box selection made into a curriculum ---------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
-    """A Streamlit server (``trainmap ui``) on a tmp copy of sample_runs; yields (base URL, store root)."""
-    store_root = tmp_path / "store"
-    shutil.copytree(SAMPLE_RUNS, store_root)
-    port = free_port()
-    log = (tmp_path / "streamlit.log").open("w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("trainmap")), "ui", "--store", str(store_root),
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("streamlit did not start: " + (tmp_path / "streamlit.log").read_text())
-            time.sleep(0.3)
-        yield base, store_root
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+    with dashboard_server(tmp_path) as served:
+        yield served
 
 
 @pytest.fixture
 def page():
-    """Debian's headless Chromium at 1400 x 900, driven by Playwright."""
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(30_000)
-        yield page
-        browser.close()
+    with chromium_page(1400, 900) as chromium:
+        yield chromium
 
 
 MAP_AXES_JS = """() => {
