@@ -95,12 +95,18 @@ def _pyspark() -> Any:
 def spark_session(master: str | None = None) -> Any:
     """The running SparkSession, or a new one on ``master`` (default: Spark's own
     configuration: ``local[*]``, ``MASTER``, ``spark-defaults.conf`` or ``SPARK_REMOTE``)."""
-    builder = _pyspark().SparkSession.builder.appName("trainmap-scores")
+    # No stage progress bars on the terminal: the command prints one line of its own.
+    builder = _pyspark().SparkSession.builder.appName("trainmap-scores").config("spark.ui.showConsoleProgress", "false")
     if master:
         builder = builder.master(master)
     with warnings.catch_warnings():  # the engine hands PySpark no pandas: pandas' version is moot
         warnings.filterwarnings("ignore", message=PANDAS_WARNING)
-        return builder.getOrCreate()
+        session = builder.getOrCreate()
+    try:
+        session.sparkContext.setLogLevel("ERROR")  # Spark's INFO/WARN chatter; errors still show
+    except Exception:  # Spark Connect sessions have no SparkContext here
+        pass
+    return session
 
 
 def epoch_bounds(epochs: tuple[int, int] | None) -> tuple[int, int]:
