@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
-for path in (REPO, REPO / "scripts"):
+for path in (REPO, REPO / "scripts", REPO / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
@@ -32,6 +32,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import streamlit  # noqa: E402
 
 import store as store_api  # noqa: E402
+from machine import hardware  # noqa: E402
 from make_big_store import make_big_run  # noqa: E402
 
 BUDGET_SECONDS = 1.0
@@ -48,21 +49,7 @@ def timed(function: Callable[[], object], repeat: int) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f", {kib / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores{memory}; Python {platform.python_version()}, "
+    return (f"{hardware()}; Python {platform.python_version()}, "
             f"DuckDB {duckdb.__version__}, Streamlit {streamlit.__version__}, pandas {pd.__version__}")
 
 

@@ -50,6 +50,11 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+
+from machine import hardware  # noqa: E402
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [  # as tests/dashboard/test_browser.py
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -409,22 +414,9 @@ class Training:
 
 
 def machine(browser_version: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        memory = f", {int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
     import streamlit
 
-    return (f"{cpu}, {os.cpu_count()} CPU cores{memory}; Linux {platform.release()}; Python "
+    return (f"{hardware()}; Linux {platform.release()}; Python "
             f"{platform.python_version()}, Streamlit {streamlit.__version__}, Chromium {browser_version}")
 
 
