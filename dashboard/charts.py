@@ -286,14 +286,6 @@ WEIGHT_GROUP_STYLES = {"kept": ("#9bbcd8", "circle", 4), "down-weighted": ("#f2a
 CURRICULUM_LAYOUT = dict(height=420, margin=dict(l=40, r=10, t=40, b=40))
 
 
-def weight_histogram_figure(weight: np.ndarray) -> go.Figure:
-    """A curriculum's weights, one per sample, in 40 bins (0 = pruned)."""
-    figure = go.Figure(go.Histogram(x=weight, nbinsx=40, marker_color="#4c78a8"))
-    figure.update_layout(title="Weights (0 = pruned)", **CURRICULUM_LAYOUT)
-    figure.update_xaxes(title_text="weight")
-    return figure
-
-
 def weight_map_figure(points: pd.DataFrame, sizes: dict[str, int]) -> go.Figure:
     """The data map of what a curriculum keeps, down-weights and prunes.
 

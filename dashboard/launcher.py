@@ -10,13 +10,11 @@ dashboard) that started it and drains the queue one job after another.
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib.util
 import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +29,6 @@ _STARTED: list[subprocess.Popen] = []
 
 class LaunchError(ValueError):
     """Arguments that would not make a valid ``trainmap train`` command."""
-
-
-@dataclass
-class Launch:
-    """A ``trainmap train`` started outside the job queue (``launch``)."""
-
-    args: list[str]
-    name: str
-    store: str
-    log_path: str
-    process: subprocess.Popen | None = field(default=None, repr=False)
-    started_at: str = ""
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
 
 
 def _int(value: Any, what: str, minimum: int | None = None) -> int:
@@ -226,22 +208,3 @@ def start_executor(store: str | os.PathLike[str]) -> int:
         )
     _STARTED.append(process)
     return process.pid
-
-
-def launch(args: list[str], *, store: str | os.PathLike[str], name: str) -> Launch:
-    """Start ``python -m training.cli <args>`` in its own session, outside the job queue
-    (for scripts; the dashboard queues jobs); return its handle."""
-    if not args or args[0] != "train":
-        raise LaunchError("only `trainmap train` can be launched")
-    check_can_train()
-    folder = Path(store) / "curricula" / "launches"
-    folder.mkdir(parents=True, exist_ok=True)
-    log_path = folder / f"{name}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "training.cli", *args],
-            cwd=str(REPO), env=_child_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Launch(args=list(args), name=name, store=str(store), log_path=str(log_path), process=process,
-                  started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))

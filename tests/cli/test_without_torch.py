@@ -94,7 +94,7 @@ def test_the_dashboard_refuses_to_launch_a_rerun_and_names_the_extra(without_tor
         import sys
         from dashboard import launcher
         try:
-            launcher.launch(["train", "--task", "mnist1d"], store={str(tmp_path)!r}, name="r1")
+            launcher.start_executor({str(tmp_path)!r})  # what Launch rerun starts for a queued job
         except launcher.LaunchError as error:
             print(error)
         assert "torch" not in sys.modules
@@ -104,4 +104,4 @@ def test_the_dashboard_refuses_to_launch_a_rerun_and_names_the_extra(without_tor
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ("a rerun trains a model, which needs torch and lightning: install the "
                                      "training extra (pip install 'trainmap[train]') where the dashboard runs")
-    assert list(tmp_path.iterdir()) == []  # refused before it created the launches folder
+    assert list(tmp_path.iterdir()) == []  # refused before it created the jobs' log folder

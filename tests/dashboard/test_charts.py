@@ -108,10 +108,14 @@ def test_agreement_figure_marks_flipped_labels():
 
 
 def test_weight_histogram_figure_bins_every_weight():
+    # the Curriculum page's weight histogram (dashboard.charts_curriculum; one group without
+    # flipped labels)
+    from dashboard.charts_curriculum import WEIGHT_BINS, weight_distributions_figure
+
     weight = np.array([0.0, 0.0, 0.5, 1.0, 1.0, 1.0])
-    figure = charts.weight_histogram_figure(weight)
+    figure = weight_distributions_figure(weight, None)
     assert figure.data[0].type == "histogram" and list(figure.data[0].x) == weight.tolist()
-    assert figure.data[0].nbinsx == 40
+    assert WEIGHT_BINS == 40 and figure.data[0].xbins.size == pytest.approx(1.0 / 40)
     assert figure.layout.title.text == "Weights (0 = pruned)"
     assert figure.layout.xaxis.title.text == "weight"
 
