@@ -1,8 +1,11 @@
 """Plotly builders for the data map as a tool and the per-layer curves: the region cut-offs
-drawn on the map, and the gradient norm of each layer over steps. Pure: no Streamlit calls."""
+drawn on the map, the density of a million-point map or agreement scatter (one heatmap of
+pre-computed bins, ``store.views.density``), the zoom onto a drilled-into region, and the
+gradient norm of each layer over steps. Pure: no Streamlit calls."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -11,6 +14,11 @@ CUTOFF_LINE = dict(color="#333", width=1.5, dash="dash")
 AMBIGUOUS_SHAPE = "ambiguous cut-off"
 EASY_SHAPE = "easy cut-off"
 LAYOUT = dict(margin=dict(l=10, r=10, t=48, b=10), template="plotly_white", height=340)
+#: What a density's bins can be coloured by: the column of the bins, and its colour scale.
+DENSITY_COLOURS = {"samples": ("samples", "Viridis"), "flipped-label share": ("flipped_share", "Reds"),
+                   "mean score": ("color_mean", "Viridis")}
+#: The name of the density's invisible trace of bin centres (it makes the box tool available).
+BIN_CENTRES = "bin centres"
 
 
 def add_region_cutoffs(figure: go.Figure, ambiguous_variability: float, easy_confidence: float) -> go.Figure:
@@ -47,4 +55,61 @@ def layer_grad_norm_figure(layers: pd.DataFrame, note: str = "") -> go.Figure:
                          legend=dict(orientation="h", y=-0.2), **{**LAYOUT, "height": 380})
     figure.update_xaxes(title_text="step")
     figure.update_yaxes(title_text="gradient norm", type="log")
+    return figure
+
+
+def density_figure(bins: pd.DataFrame, x_bins: int, y_bins: int, x_range: tuple[float, float],
+                   y_range: tuple[float, float], colour: str, title: str, x_title: str, y_title: str,
+                   note: str = "", score_name: str = "score") -> go.Figure:
+    """Pre-computed bins (``store.views.density.Density.bins``) as one heatmap of
+    ``y_bins`` x ``x_bins`` cells: empty bins blank, the others coloured by ``colour`` (a key of
+    ``DENSITY_COLOURS``; samples on a log10 scale). The hover gives each bin's samples,
+    flipped-label share and mean score. An invisible point per non-empty bin centre makes
+    the box tool available; the browser gets at most 2 · x_bins · y_bins numbers per value."""
+    column, scale = DENSITY_COLOURS[colour]
+    x_width = (x_range[1] - x_range[0]) / x_bins
+    y_width = (y_range[1] - y_range[0]) / y_bins
+    x_centres = x_range[0] + (np.arange(x_bins) + 0.5) * x_width
+    y_centres = y_range[0] + (np.arange(y_bins) + 0.5) * y_width
+    # float32: half the bytes of the figure's base64 arrays; counts stay exact up to 2**24
+    z = np.full((y_bins, x_bins), np.nan, dtype=np.float32)
+    hover = np.full((y_bins, x_bins, 3), np.nan, dtype=np.float32)
+    rows, cols = bins["y_bin"].to_numpy(int), bins["x_bin"].to_numpy(int)
+    values = bins[column].to_numpy(float)
+    z[rows, cols] = np.log10(values) if colour == "samples" else values
+    hover[rows, cols] = bins[["samples", "flipped_share", "color_mean"]].to_numpy(float)
+    colorbar = dict(title=colour if colour != "mean score" else f"mean {score_name}", thickness=12)
+    if colour == "samples" and len(bins):
+        ticks = list(range(0, int(np.ceil(np.log10(values.max()))) + 1))
+        colorbar.update(tickvals=ticks, ticktext=[f"{10 ** tick:,}" for tick in ticks])
+    figure = go.Figure(go.Heatmap(
+        x=x_centres, y=y_centres, z=z, customdata=hover, colorscale=scale, colorbar=colorbar,
+        zmin=0 if colour == "flipped-label share" else None, zmax=1 if colour == "flipped-label share" else None,
+        hoverongaps=False, name="density",
+        hovertemplate=(f"{x_title} %{{x:.3f}}<br>{y_title} %{{y:.3f}}<br>%{{customdata[0]:,}} samples"
+                       + ("<br>flipped %{customdata[1]:.1%}" if bins["labelled"].sum() else "")
+                       + (f"<br>mean {score_name} %{{customdata[2]:.3f}}" if bins["color_mean"].notna().any()
+                          else "") + "<extra></extra>"),
+    ))
+    figure.add_trace(go.Scattergl(
+        x=x_centres[cols].astype(np.float32), y=y_centres[rows].astype(np.float32), mode="markers",
+        name=BIN_CENTRES, marker=dict(size=4, opacity=0), hoverinfo="skip", showlegend=False))
+    text = title + (f"<br><sup>{note}</sup>" if note else "")
+    figure.update_layout(title=dict(text=text, x=0.0, xanchor="left"), dragmode="select",
+                         **{**LAYOUT, "height": 480})
+    figure.update_xaxes(title_text=x_title, range=list(x_range))
+    figure.update_yaxes(title_text=y_title, range=list(y_range))
+    return figure
+
+
+def zoom_to(figure: go.Figure, x_range: tuple[float, float], y_range: tuple[float, float],
+            title: str | None = None) -> go.Figure:
+    """Show only ``x_range`` x ``y_range`` of ``figure`` (with 2 % margins), retitled if given."""
+    x_pad = 0.02 * max(x_range[1] - x_range[0], 1e-9)
+    y_pad = 0.02 * max(y_range[1] - y_range[0], 1e-9)
+    figure.update_xaxes(range=[x_range[0] - x_pad, x_range[1] + x_pad])
+    figure.update_yaxes(range=[y_range[0] - y_pad, y_range[1] + y_pad])
+    if title is not None:
+        note = figure.layout.title.text.split("<br>", 1)[1] if "<br>" in (figure.layout.title.text or "") else ""
+        figure.update_layout(title=dict(text=title + (f"<br>{note}" if note else ""), x=0.0, xanchor="left"))
     return figure

@@ -7,6 +7,7 @@ version (``data.run_version``) as explicit arguments.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,10 @@ def save_selection_curriculum(root: str, run_id: str, version: tuple, task: str 
                               selected: tuple[int, ...], action: str, weight: float,
                               name: str | None) -> Path:
     """Build the selection's curriculum (``store.views.selection``) over every sample of the
-    run and save it into the store's curricula/; return its path."""
+    run and save it into the store's curricula/ as ``<name>.parquet`` (characters other than
+    letters, digits, '.', '_' and '-' become '-'; a taken name gets a suffix), or under a
+    time-stamped name; return its path."""
     curriculum = selection_curriculum(_all_sample_ids(root, run_id, version), selected, action, weight,
                                       source_run=run_id, task=task, name=name or None)
-    return save_to_store(curriculum, root)
+    filename = re.sub(r"[^A-Za-z0-9._-]", "-", name).strip(".")[:100] + ".parquet" if name else None
+    return save_to_store(curriculum, root, filename if filename != ".parquet" else None)

@@ -275,6 +275,32 @@ def data_map_unavailable(kind: str) -> str:
     return "No sample has been presented yet."
 
 
+def density_note(total: int, x_bins: int, y_bins: int) -> str:
+    """The density's subtitle: "all 1,000,000 samples in 100 × 100 bins"."""
+    return f"all {total:,} samples in {x_bins} × {y_bins} bins"
+
+
+def density_caption(total: int, threshold: int, max_bins: int, max_points: int) -> str:
+    """What the density shows and how much reaches the browser."""
+    return (f"Every one of the {total:,} samples is counted in DuckDB (runs over {threshold:,} samples are drawn "
+            f"as a density): the browser gets at most {max_bins:,} bins, never the points. Drag a box (box tool) "
+            f"to see the samples inside it: at most {max_points:,} of them are drawn.")
+
+
+def region_title(variability: tuple[float, float], confidence: tuple[float, float]) -> str:
+    """"Region: variability 0.100–0.200, confidence 0.400–0.600"."""
+    return (f"Region: variability {variability[0]:.3f}–{variability[1]:.3f}, "
+            f"confidence {confidence[0]:.3f}–{confidence[1]:.3f}")
+
+
+def region_caption(shown: int, total: int, max_points: int) -> str:
+    """"Showing 5,000 of 83,412 samples in this region (a random sample, at most 5,000 are drawn)."."""
+    if shown >= total:
+        return f"Showing all {total:,} samples in this region (at most {max_points:,} are drawn)."
+    return (f"Showing {shown:,} of {total:,} samples in this region (a random sample chosen in DuckDB; at most "
+            f"{max_points:,} are drawn): a selection holds the drawn points only.")
+
+
 def unrecorded_scores_note(kind: str, missing: list[str]) -> str:
     """Which registered scores a run of output ``kind`` cannot have (``missing``), and why;
     empty for classification runs and when nothing is missing."""

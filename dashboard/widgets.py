@@ -158,6 +158,17 @@ def selected_points(chart_key: str) -> list[dict[str, Any]]:
         return []
 
 
+def selected_box(chart_key: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The (x range, y range) of the box last dragged on the chart ``chart_key``, low to high; None without one."""
+    state = st.session_state.get(chart_key)
+    try:
+        box = state["selection"]["box"][-1]
+        (x0, x1), (y0, y1) = box["x"], box["y"]
+    except (KeyError, TypeError, IndexError, ValueError):
+        return None
+    return (min(x0, x1), max(x0, x1)), (min(y0, y1), max(y0, y1))
+
+
 def first_custom_id(points: list[dict[str, Any]]) -> int | None:
     """The sample_id carried in ``customdata`` of the first selected point."""
     for point in points:

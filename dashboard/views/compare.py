@@ -1,7 +1,9 @@
 """Compare page: two or more runs overlaid; per-sample agreement of a score between runs.
 
 The runs live in the URL (``?runs=A&runs=B``). Agreement is computed in DuckDB:
-Spearman rank correlation, the top-k overlap and a sampled scatter of score A vs score B.
+Spearman rank correlation, the top-k overlap and a sampled scatter of score A vs score B; past
+``data_density.density_threshold()`` common samples, a density of all of them instead, with a
+box dragged on it drilled into (at most ``data_density.REGION_MAX_POINTS`` points).
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import itertools
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, formatting, widgets
+from dashboard import charts, charts_map, data, data_density, formatting, widgets
 from dashboard.views import curriculum_outcome
+
+#: The agreement density's chart and the chart of the box drilled into.
+DENSITY_KEY = "agreement_density"
+REGION_KEY = "agreement_region"
 
 root, runs = widgets.listing_page("Compare runs")
 
@@ -30,6 +36,10 @@ if len(selected) < 2:
 
 statuses = runs.set_index("run_id").loc[selected, "status"]
 short = {run_id: names.get(run_id) or run_id for run_id in selected}
+# Runs of one name (two seeds named alike, two generated runs) are told apart by their ids:
+# equal labels would make the Run A / Run B pickers resolve to the same run.
+repeated = {name for name in short.values() if list(short.values()).count(name) > 1}
+short = {run_id: f"{name} ({run_id})" if name in repeated else name for run_id, name in short.items()}
 
 
 @st.fragment(run_every=widgets.LIVE_REFRESH_SECONDS if (statuses == "running").any() else None)
@@ -107,13 +117,17 @@ def compare_content() -> None:
                    help=f"share of the {agreement.top_k:,} hardest samples by {score} in A that "
                         "are also among the hardest in B")
     cols[2].metric("Samples in both", f"{agreement.common_samples:,}")
-    st.plotly_chart(charts.agreement_figure(agreement.points.frame, score, short[run_a], short[run_b],
-                                            agreement.points.total, agreement.points.method),
-                    key="agreement_chart")
+    dense = agreement.common_samples > data_density.density_threshold()
+    if dense:
+        agreement_density(versions, score, run_a, run_b)
+    else:
+        st.plotly_chart(charts.agreement_figure(agreement.points.frame, score, short[run_a], short[run_b],
+                                                agreement.points.total, agreement.points.method),
+                        key="agreement_chart")
     st.caption(f"{data.SCORES[score].description}. Ranks follow the score registry's 'harder' direction"
                + ("; never-learned samples rank hardest." if data.SCORES[score].never_learned_hardest else ".")
                + (" " + charts.sampling_note(agreement.points.shown, agreement.points.total)
-                  + ", sampled in DuckDB." if agreement.points.is_partial else ""))
+                  + ", sampled in DuckDB." if agreement.points.is_partial and not dense else ""))
     if data.SCORES[score].needs == "correct":
         # Forgetting, first-learned epoch and correctness of sequences rest on a threshold: say it.
         for run_id in (run_a, run_b):
@@ -129,6 +143,41 @@ def compare_content() -> None:
             rows.append({"run A": short[first], "run B": short[second], "spearman": pair.spearman,
                          f"top {top_percent}% overlap": pair.top_k_overlap})
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def agreement_density(versions: dict[str, tuple], score: str, run_a: str, run_b: str) -> None:
+    """The agreement of two big runs: every common sample binned; a box dragged on it drilled into."""
+    density = data_density.agreement_density(root, run_a, versions[run_a], run_b, versions[run_b], score)
+    options = ["samples"] + (["flipped-label share"] if density.bins["flipped"].any() else [])
+    colour = st.radio("Colour the bins by", options, horizontal=True, key="compare_density_colour")
+    pretty = score.replace("_", " ")
+    figure = charts_map.density_figure(
+        density.bins, density.x_bins, density.y_bins, density.x_range, density.y_range, colour,
+        f"{pretty}: run A vs run B (density)", f"{pretty} — {short[run_a]}", f"{pretty} — {short[run_b]}",
+        note=formatting.density_note(density.total, density.x_bins, density.y_bins), score_name=pretty)
+    st.plotly_chart(figure, key=DENSITY_KEY, on_select="rerun", selection_mode=("box",))
+    st.caption(formatting.density_caption(density.total, data_density.density_threshold(),
+                                          density.x_bins * density.y_bins, data_density.REGION_MAX_POINTS)
+)
+    box = widgets.selected_box(DENSITY_KEY)
+    if box is None:
+        return
+    points = data_density.agreement_region_points(root, run_a, versions[run_a], run_b, versions[run_b], score,
+                                                  *box)
+    if points.total == 0:
+        st.info("No sample lies in this box.")
+        return
+    region = charts.agreement_figure(points.frame, score, short[run_a], short[run_b], points.total, points.method)
+    charts_map.zoom_to(region, *box, title=f"{pretty}: A {box[0][0]:.3f}–{box[0][1]:.3f}, "
+                                            f"B {box[1][0]:.3f}–{box[1][1]:.3f}")
+    st.plotly_chart(region, key=REGION_KEY, on_select="rerun", selection_mode=("points",))
+    st.caption(formatting.region_caption(points.shown, points.total, data_density.REGION_MAX_POINTS)
+               + " Click a point to open that sample of run A.")
+    sample_id = widgets.first_custom_id(widgets.selected_points(REGION_KEY))
+    if sample_id is not None:
+        st.page_link(widgets.PAGE_RUN, label=f"Open sample {sample_id} of {short[run_a]} on the Run page",
+                     icon=":material/open_in_new:",
+                     query_params={"run": run_a, "view": "Data map", "sample": str(sample_id)})
 
 
 compare_body()

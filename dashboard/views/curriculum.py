@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import data, data_curriculum, formatting, widgets
-from dashboard.views import curriculum_jobs, curriculum_outcome, curriculum_preview
+from dashboard.views import curriculum_jobs, curriculum_outcome, curriculum_preview, curriculum_saved
 
 
 def _param_widget(strategy: str, name: str, default):
@@ -53,6 +53,10 @@ def score_options(strategy: str, recorded: list[set[str]]) -> list[str]:
     return options
 
 
+#: the two starts of the page: a curriculum built from scores here, or a saved file
+STARTS = {"scores": "build from a run's scores", "saved": "a saved curriculum (data map selection, file)"}
+
+
 def main() -> None:
     root = widgets.open_store()
     st.title("Curriculum")
@@ -64,6 +68,35 @@ def main() -> None:
         return
     run_ids = list(finished.sort_values("created_at", ascending=False, kind="stable")["run_id"])
     names = dict(zip(finished["run_id"], finished["name"]))
+    # A link naming a saved file (the data map's "Save curriculum") opens on it.
+    default_start = "saved" if st.query_params.get(curriculum_saved.FILE_KEY) else "scores"
+    widgets.url_synced_choice("start", list(STARTS), default_start)
+    start = st.radio("Start from", list(STARTS), key="start", horizontal=True, format_func=STARTS.get)
+    widgets.write_url("start", start)
+    if start == "saved":
+        chosen = curriculum_saved.choose_saved(root, run_ids, names)
+        if chosen is None:
+            return
+        curriculum, sources, name = chosen
+        # Launch queues this very file rather than saving a copy of it.
+        st.session_state["cur_current_file"] = str(data_curriculum.saved_path(root, name))
+        versions = tuple(data.run_version(root, r) for r in sources)
+        infos = [data.run_info(root, r, version) for r, version in zip(sources, versions)]
+        summary = data.sample_summary_with_groups(root, tuple(sources), versions)
+        strategy, score = str(curriculum.strategy or "file"), curriculum.metadata.get("score")
+        curriculum_preview.show_preview(summary, curriculum, curriculum.metadata.get("kind"))
+    else:
+        built = build_from_scores(root, run_ids, names)
+        if built is None:
+            return
+        sources, infos, curriculum, strategy, score = built
+        st.session_state["cur_current_file"] = None
+    rerun_section(root, runs, sources, infos, curriculum, strategy, score)
+
+
+def build_from_scores(root: str, run_ids: list[str], names: dict[str, str]):
+    """The source runs, strategy and parameters chosen, the curriculum built and previewed;
+    returns (sources, their run infos, curriculum, strategy, score), or None (said why)."""
     all_versions = [data.run_version(root, r) for r in run_ids]
     # The newest run that presented every sample: a pruned rerun never scored its pruned samples.
     default = data_curriculum.first_fully_scored(root, run_ids, all_versions) or run_ids[0]
@@ -78,13 +111,13 @@ def main() -> None:
                              format_func=source_label, key="cur_sources")
     if not sources:
         st.info("Choose at least one source run.")
-        return
+        return None
     versions = tuple(data.run_version(root, r) for r in sources)
     infos = [data.run_info(root, r, version) for r, version in zip(sources, versions)]
     tasks = {info.get("task") for info in infos}
     if len(tasks) > 1:
         st.warning("The chosen runs belong to different tasks; choose runs of one task.")
-        return
+        return None
     summary = data.sample_summary_with_groups(root, tuple(sources), versions)
     recorded = [set(data.recorded_scores(root, r, version)) for r, version in zip(sources, versions)]
     kinds = sorted({data.output_kind(info) for info in infos})
@@ -105,7 +138,7 @@ def main() -> None:
                        "build from loss (or GraNd), or use random, infobatch or loss-reweight.")
         if not options:
             st.info("These runs share no recorded score; choose a strategy that needs none.")
-            return
+            return None
         score = col2.selectbox("Score", options, index=options.index("loss") if "loss" in options else 0,
                                key="cur_score")
         if "sequence" in kinds and score in data.SCORES and data.SCORES[score].needs == "correct":
@@ -127,7 +160,7 @@ def main() -> None:
                                 "drop": "exclude from the ranking and drop them"}.get)
         if unscored is None:
             st.info("Choose what to do with the samples that were never presented to see the preview.")
-            return
+            return None
     if strategy == "relabel":
         window = data_curriculum.default_relabel_epochs(root, sources[0], versions[0]) or (0, 0)
         first, last = st.columns(2)
@@ -149,11 +182,17 @@ def main() -> None:
                                            source_runs=list(sources), unscored=unscored, **params)
     except data.CurriculumError as error:
         st.warning(f"Cannot build this curriculum: {error}")
-        return
+        return None
     if strategy == "relabel":
         curriculum.metadata["relabel_epochs"] = [[low, high]]
     curriculum_preview.show_preview(summary, curriculum, spec.kind)
 
+    return sources, infos, curriculum, strategy, score
+
+
+def rerun_section(root: str, runs, sources: list[str], infos: list[dict], curriculum: data.Curriculum,
+                  strategy: str, score: str | None) -> None:
+    """Export, launch a rerun of the first source run, the store's jobs, earlier reruns."""
     st.subheader("Export")
     left, right = st.columns(2)
     left.download_button("Download curriculum (.parquet)", data.curriculum_to_bytes(curriculum, ".parquet"),

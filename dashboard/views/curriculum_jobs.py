@@ -30,7 +30,8 @@ def launch() -> None:
     try:
         launcher.check_can_train()  # before anything is saved: a refused launch creates nothing
         name = launcher.check_name(str(st.session_state.get("cur_name") or "").strip())
-        path = data.save_curriculum(curriculum, root)
+        saved = st.session_state.get("cur_current_file")  # a saved file chosen as the start
+        path = Path(saved) if saved else data.save_curriculum(curriculum, root)
         job = data_jobs.submit_rerun(
             root, parent_run_id=parent_run_id, parent_config=parent_config, curriculum=path, name=name,
             epochs=int(st.session_state.get("cur_epochs") or 1),

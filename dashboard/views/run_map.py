@@ -1,14 +1,23 @@
 """Run page, data map: the cartography scatter with its region cut-offs drawn, the counts per
-region, and a box or lasso selection that can be listed, downloaded or made a curriculum."""
+region, and a box or lasso selection that can be listed, downloaded or made a curriculum.
+
+Past ``data_density.density_threshold()`` samples the map is a density of every sample
+(bins counted in DuckDB); a box dragged on it (or typed as ranges) is drilled into: at most
+``data_density.REGION_MAX_POINTS`` of its samples drawn as the points map, where a click
+opens a sample and a box or lasso is the selection as below."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, data_map, formatting, widgets
+from dashboard import charts, charts_map, data, data_density, data_map, formatting, widgets
 from dashboard.views.run_samples import SAMPLE_KEY, RunView, choose_sample, sample_view
 
 CHART_KEY = "data_map_chart"
+DENSITY_KEY = "data_map_density"
+#: The region's ranges (variability from / to, confidence from / to), typed or from a box.
+REGION_KEYS = ("map_region_variability_low", "map_region_variability_high",
+               "map_region_confidence_low", "map_region_confidence_high")
 #: Columns of the selection's table, the map's two coordinates first.
 SELECTION_COLUMNS = ("sample_id", "confidence", "variability", "correctness", "predicted_label",
                      "suggested_label", "label", "label_noisy", "forgetting_events", "aum", "loss")
@@ -73,6 +82,9 @@ def data_map_view(view: RunView) -> None:
     color = controls[0].selectbox("Colour by", color_options, key="map_color",
                                   format_func=lambda name: name.replace("_", " "))
     ambiguous, easy = cutoff_controls(view, controls[1], cutoffs)
+    if data.overview(root, run_id, version)["samples"] > data_density.density_threshold():
+        density_map_view(view, color, (ambiguous, easy), cutoffs, controls[2])
+        return
     points = data.data_map(root, run_id, version, color)
     left, right = st.columns([3, 1])
     with left:
@@ -90,17 +102,91 @@ def data_map_view(view: RunView) -> None:
             if view.kind == "sequence":
                 st.caption("Confidence is each sequence's mean p(target token) over epochs. " + view.definition)
     with right:
-        counts = data.region_counts(root, run_id, version, ambiguous, easy)
-        st.subheader("Regions")
-        for row in counts.itertuples():
-            st.metric(row.region, f"{row.samples:,}", help=f"{row.flipped:,} of them with a flipped label")
-        own = (ambiguous, easy) == (cutoffs.ambiguous_variability, cutoffs.easy_confidence)
-        st.caption(("Cut-offs: " + data_map.REGION_RULE if own else "Cut-offs set by hand")
-                   + f" — here variability > {ambiguous:.3f} is ambiguous; below it, confidence ≥ {easy:.3f} "
-                   "is easy-to-learn. Swayamdipta et al. 2020: easy-to-learn (confident, stable), ambiguous "
-                   "(variable), hard-to-learn (unconfident, stable; often mislabeled).")
+        region_metrics(view, cutoffs, ambiguous, easy)
     selected = map_selection()
     if selected:
+        selection_panel(view, selected, points.is_partial, points.total)
+    sample_view(view, context="map")
+
+
+def region_metrics(view: RunView, cutoffs: data_map.RegionCutoffs, ambiguous: float, easy: float) -> None:
+    """The samples per cartography region (every sample, counted in DuckDB) and the rule."""
+    counts = data.region_counts(view.root, view.run_id, view.version, ambiguous, easy)
+    st.subheader("Regions")
+    for row in counts.itertuples():
+        st.metric(row.region, f"{row.samples:,}", help=f"{row.flipped:,} of them with a flipped label")
+    own = (ambiguous, easy) == (cutoffs.ambiguous_variability, cutoffs.easy_confidence)
+    st.caption(("Cut-offs: " + data_map.REGION_RULE if own else "Cut-offs set by hand")
+               + f" — here variability > {ambiguous:.3f} is ambiguous; below it, confidence ≥ {easy:.3f} "
+               "is easy-to-learn. Swayamdipta et al. 2020: easy-to-learn (confident, stable), ambiguous "
+               "(variable), hard-to-learn (unconfident, stable; often mislabeled).")
+
+
+def on_density_select() -> None:
+    """A box dragged on the density becomes the region's ranges (the number inputs)."""
+    box = widgets.selected_box(DENSITY_KEY)
+    if box is not None:
+        (x_low, x_high), (y_low, y_high) = box
+        for key, value in zip(REGION_KEYS, (x_low, x_high, y_low, y_high)):
+            st.session_state[key] = round(float(value), 4)
+
+
+def region_inputs() -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The region typed or dragged: (variability range, confidence range), None until all four are set."""
+    cols = st.columns(4)
+    labels = ("Variability from", "Variability to", "Confidence from", "Confidence to")
+    values = [col.number_input(label, value=None, step=0.01, format="%.4f", key=key, placeholder="drag a box")
+              for col, label, key in zip(cols, labels, REGION_KEYS)]
+    if any(value is None for value in values):
+        return None
+    x_low, x_high, y_low, y_high = (float(value) for value in values)
+    return (min(x_low, x_high), max(x_low, x_high)), (min(y_low, y_high), max(y_low, y_high))
+
+
+def density_map_view(view: RunView, color: str, cut: tuple[float, float], cutoffs: data_map.RegionCutoffs,
+                     container) -> None:
+    """The data map of a big run: every sample binned, the region cut-offs drawn, a region drilled into."""
+    root, run_id, version = view.root, view.run_id, view.version
+    density = data_density.map_density(root, run_id, version, color)
+    options = ["samples", "mean score"] + (["flipped-label share"] if density.bins["flipped"].any() else [])
+    colour = container.radio("Colour the bins by", options, horizontal=True, key="map_density_colour",
+                             format_func=lambda option: f"mean {color.replace('_', ' ')}" if option == "mean score"
+                             else option)
+    left, right = st.columns([3, 1])
+    with left:
+        figure = charts_map.density_figure(
+            density.bins, density.x_bins, density.y_bins, density.x_range, density.y_range, colour,
+            "Data map (density)", "variability", "confidence",
+            note=formatting.density_note(density.total, density.x_bins, density.y_bins),
+            score_name=color.replace("_", " "))
+        charts_map.add_region_cutoffs(figure, *cut)
+        st.plotly_chart(figure, key=DENSITY_KEY, on_select=on_density_select, selection_mode=("box",))
+        st.caption(formatting.density_caption(density.total, data_density.density_threshold(),
+                                              density.x_bins * density.y_bins, data_density.REGION_MAX_POINTS)
+                   + " Or type the four ranges below. Dashed lines: the region cut-offs.")
+        region = region_inputs()
+    with right:
+        region_metrics(view, cutoffs, *cut)
+    if region is None:
+        st.info("Drag a box on the density (the chart's box tool) or type the four ranges to see the samples "
+                "of that region as points.")
+        sample_view(view, context="map")
+        return
+    points = data_density.map_region_points(root, run_id, version, color, *region)
+    left, _ = st.columns([3, 1])
+    with left:
+        if points.total == 0:
+            st.info("No sample lies in this region.")
+        else:
+            figure = charts.data_map_figure(points.frame, color, points.total, points.method,
+                                            st.session_state.get(SAMPLE_KEY), cutoffs=cut)
+            charts_map.zoom_to(figure, *region, title=formatting.region_title(*region))
+            st.plotly_chart(figure, key=CHART_KEY, on_select=on_map_select,
+                            selection_mode=("points", "box", "lasso"), config={"scrollZoom": True})
+            st.caption(formatting.region_caption(points.shown, points.total, data_density.REGION_MAX_POINTS)
+                       + " Click a point to inspect that sample; drag a box or a lasso to select several.")
+    selected = map_selection()
+    if selected and points.total:
         selection_panel(view, selected, points.is_partial, points.total)
     sample_view(view, context="map")
 
@@ -142,5 +228,6 @@ def selection_panel(view: RunView, selected: tuple[int, ...], partial: bool, tot
             st.error(f"Cannot make this curriculum: {error}")
         else:
             st.success(f"Saved **{formatting.md_text(path.name)}** into the store's curricula/. Launch a rerun with "
-                       f"it on the Curriculum page, or run `trainmap train --curriculum {path}`.")
-            st.page_link(widgets.PAGE_CURRICULUM, label="Open the Curriculum page", icon=":material/tune:")
+                       f"it on the Curriculum page (the link below), or run `trainmap train --curriculum {path}`.")
+            st.page_link(widgets.PAGE_CURRICULUM, label="Preview it and launch a rerun on the Curriculum page",
+                         icon=":material/tune:", query_params={"start": "saved", "curriculum": path.name})

@@ -12,6 +12,8 @@ step curves, top-k tables.
 - ``store.views.distributions``: score histograms, region and forgetting counts
 - ``store.views.samples``: hardest samples, one sample's record, the sample-id range
 - ``store.views.agreement``: two runs' agreement on a score
+- ``store.views.density``: the data map and the agreement scatter of a big run as 2-D bins
+  over every sample, and the samples of one box (bounded)
 - ``store.views.curriculum_effects``: a curriculum's weights laid over a run's samples
 - ``store.views.groups``: per-group loss curves and each group's spread of a score
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 from store.views.agreement import score_agreement
 from store.views.connection import run_version
+from store.views.density import Density, agreement_density, agreement_region_points, map_density, map_region_points
 from store.views.curriculum_effects import (
     CurriculumPreview,
     curriculum_preview,
@@ -40,8 +43,11 @@ from store.views.samples import hardest_samples, sample_id_range, sample_record
 __all__ = [
     "Agreement",
     "CurriculumPreview",
+    "Density",
     "Histogram",
     "Sampled",
+    "agreement_density",
+    "agreement_region_points",
     "curriculum_preview",
     "data_map",
     "forgetting_counts",
@@ -50,6 +56,8 @@ __all__ = [
     "group_score_boxes",
     "hardest_samples",
     "last_epoch_class_accuracy",
+    "map_density",
+    "map_region_points",
     "recorded_scores",
     "region_counts",
     "run_version",

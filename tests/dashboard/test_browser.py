@@ -1,7 +1,7 @@
 """The main dashboard flow in a real headless Chromium (Debian's, never `playwright install`).
 
 Runs page -> open a run -> select a sample -> compare two runs, against a tmp copy of
-``sample_runs/``; asserts visible text at each step and saves screenshots under
+``sample_runs/`` (the Curriculum page's flow, reruns and jobs: ``test_browser_flow.py``); asserts visible text at each step and saves screenshots under
 ``test-artifacts/`` (gitignored).
 """
 
@@ -179,34 +179,3 @@ def test_main_flow_in_chromium(server, page):
     page.screenshot(path=str(ARTIFACTS / "4-compare.png"), full_page=True)
     assert "Traceback" not in page.content()
     assert outside == [], outside
-
-
-def test_launch_a_rerun_from_the_curriculum_page(server, page):
-    """Build a noise-down-weighting curriculum in the browser, press "Launch rerun", watch
-    the child train to the end and the outcome appear; the store then holds the child with
-    its lineage."""
-    base, store_root = server
-    before = set(run_ids(store_root).values())
-    page.goto(f"{base}/curriculum")
-    expect(page.get_by_role("heading", name="Curriculum", exact=True)).to_be_visible()
-    expect_app_navigation(page, expect)
-    page.locator("[data-testid='stSelectbox']").filter(has_text="Strategy").click()
-    page.get_by_role("option", name="downweight-noise (reweight)").click()
-    expect(page.get_by_text("pruned (800)").first).to_be_visible()
-    epochs = page.get_by_label("Epochs")
-    epochs.fill("1")  # a one-epoch rerun keeps the test short
-    epochs.press("Enter")
-    page.wait_for_timeout(1500)
-    page.screenshot(path=str(ARTIFACTS / "5-curriculum.png"), full_page=True)
-    page.get_by_role("button", name="Launch rerun").click()
-    expect(page.get_by_text("Outcome: rerun vs parent").first).to_be_visible(timeout=180_000)
-    expect(page.get_by_role("button", name="Launch rerun")).to_be_enabled()
-    page.wait_for_timeout(1500)
-    page.screenshot(path=str(ARTIFACTS / "6-rerun-outcome.png"), full_page=True)
-    assert "Traceback" not in page.content()
-    new = [json.loads((store_root / "runs" / run / "run.json").read_text())
-           for run in set(run_ids(store_root).values()) - before]
-    assert len(new) == 1
-    child = new[0]
-    assert child["status"] == "finished" and child["epochs_done"] == 1
-    assert child["parent_run_id"] in before and child["config"]["curriculum"]

@@ -235,7 +235,7 @@ def test_box_selection_becomes_a_curriculum_in_chromium(server, page):
     expect(page.get_by_text("into the store's curricula/")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "map-3-saved.png"), full_page=True)
 
-    saved = [path for path in list_curricula(store_root) if "map-selection" in path.name]
+    saved = [path for path in list_curricula(store_root) if path.name == "corner-box.parquet"]  # named by the user
     assert len(saved) == 1
     curriculum = load_curriculum(saved[0], task="mnist1d", sample_ids=summary["sample_id"].to_numpy())
     weights = curriculum.table.set_index("sample_id")["weight"]
