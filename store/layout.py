@@ -11,6 +11,7 @@ segments into its own folder, and readers query them with DuckDB's ``read_parque
     <store>/runs/<run_id>/<table>/part-r<rank>-<seq>.parquet   live segments
     <store>/runs/<run_id>/<table>.parquet   one sorted file per table once compacted
     <store>/runs/<run_id>/summary.parquet   per-sample summary, materialised at the end
+    <store>/runs/<run_id>/labels.parquet    per-sample predicted / suggested labels, likewise
     <store>/datasets/<key>.parquet          the inputs of a task, for showing samples
 
 Every file is written under a ``*.tmp`` name that no reader lists and then moved into
@@ -37,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store import migrations
-from store.files import damaged_file_message, parquet_damage, write_json_atomic, write_parquet_atomic
+from store.files import damaged_file_message, parquet_damage, write_atomic, write_json_atomic, write_parquet_atomic
 from store.errors import RunNotFoundError, StoreError
 from store.schema import SAMPLES, SEGMENT_TABLES, conform
 
@@ -54,6 +55,11 @@ HEARTBEAT_SECS = 10.0
 #: process was killed with its whole group, or its node died (``Store.run_state``).
 STALE_AFTER_SECS = 120.0
 DEFAULT_STORE = "trainmap_runs"
+#: Per-sample files compaction materialises (``store.compaction``); a reopened run drops them.
+SUMMARY_FILE = "summary.parquet"
+LABELS_FILE = "labels.parquet"
+#: Rows per row group of a task's inputs file (``Store.write_dataset``).
+DATASET_ROW_GROUP = 65_536
 
 
 def default_store_path() -> Path:
@@ -260,7 +266,7 @@ class Store:
 
         Each compacted table becomes one segment (``os.replace``: readers see either the
         file or the segment; they retry if a listed file vanished) and the materialised
-        summary is dropped; compaction at the end of the resumed run rebuilds both.
+        per-sample files are dropped; compaction at the end of the resumed run rebuilds them.
         """
         run_path = self.run_dir(run_id)
         for table_name in SEGMENT_TABLES:
@@ -269,9 +275,8 @@ class Store:
                 folder = run_path / table_name
                 folder.mkdir(exist_ok=True)
                 os.replace(compacted, folder / "part-compacted.parquet")
-        summary = run_path / "summary.parquet"
-        if summary.exists():
-            summary.unlink()
+        for name in (SUMMARY_FILE, LABELS_FILE):
+            (run_path / name).unlink(missing_ok=True)
         self.update_run(run_id, compacted=False)
 
     def truncate_run(self, run_id: str, *, epoch: int, step: int) -> int:
@@ -320,11 +325,14 @@ class Store:
         return path
 
     def write_dataset(self, key: str, table: pa.Table) -> Path:
-        """Store a task's inputs once per store (``sample_id``, ``x``: list of floats)."""
+        """Store a task's inputs once per store (``sample_id``, ``x``: list of floats), in row
+        groups of ``DATASET_ROW_GROUP`` rows: a reader of a few samples
+        (``store.queries.dataset_inputs``) skips the groups whose sample ids cannot match."""
         path = self.dataset_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
-            write_parquet_atomic(path, table)
+            write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd",
+                                                          row_group_size=DATASET_ROW_GROUP))
         return path
 
     def dataset_path(self, key: str) -> Path:

@@ -1,157 +1,36 @@
 """Named DuckDB queries over a run's Parquet segments.
 
-Each query opens a fresh in-memory DuckDB connection, registers the run's tables as
-views over the files that exist right now, and runs a ``.sql`` file from
-``store/sql`` with ``$name`` parameters. Views are built with DuckDB's relational API
-(``read_parquet`` on a Python list of paths), so no path or user value is ever pasted
-into SQL text.
+Each query runs a ``.sql`` file from ``store/sql`` against the run's tables, registered as
+views over the files that exist right now (``store.run_tables``, whose names are
+re-exported here). Compaction lives in ``store.compaction``; ``compact_run`` is
+re-exported here too.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.resources
 import logging
-import tempfile
-import time
-from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+# Re-exported: callers have always imported these from here.
+from store.compaction import COMPACTION_SETTINGS, compact_run  # noqa: F401
 from store.errors import StoreError
-from store.files import atomic_path, damaged_file_message, parquet_damage, write_parquet_atomic
+from store.files import damaged_file_message, parquet_damage
 from store.layout import Store
+from store.run_tables import (  # noqa: F401 (re-exported, as above)
+    ALL_EPOCHS,
+    SHARED_DATABASE,
+    load_sql,
+    query_run,
+    retry_on_vanishing_files,
+    run_connection,
+)
 from store.settings import MONITOR_DATALOADER_FIELD
-from store.schema import COMPACT_ORDER, DEDUPLICATE_ON, SAMPLES, SEGMENT_TABLES, select_list
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-#: Epoch bounds meaning "all epochs".
-ALL_EPOCHS = (0, 2**31 - 1)
-
-
-@functools.lru_cache(maxsize=None)
-def load_sql(name: str) -> str:
-    return importlib.resources.files("store").joinpath("sql", f"{name}.sql").read_text()
-
-
-def retry_on_vanishing_files(function: Callable[[], T], attempts: int = 4) -> T:
-    """Run ``function``; retry if a segment vanished under it (a run being compacted)."""
-    for attempt in range(attempts):
-        try:
-            return function()
-        except duckdb.IOException as error:
-            if attempt == attempts - 1:
-                raise StoreError(f"could not read the run's files: {error}") from error
-            logger.debug("retrying a read after %s", error)
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def _dedupe_clause(keys: tuple[str, ...]) -> str:
-    """Drop DistributedSampler's padding duplicates: where several ranks presented the
-    same sample in one epoch, keep the lowest rank's rows. A sample presented several
-    times by one rank in one epoch (``--keep-steps``, sampling with replacement) keeps
-    every presentation."""
-    return f"QUALIFY rank = min(rank) OVER (PARTITION BY {', '.join(keys)})"
-
-
-def _register_table(
-    con: duckdb.DuckDBPyConnection, store: Store, run_id: str, table_name: str, dedupe: bool
-) -> None:
-    files = store.table_files(run_id, table_name)
-    raw_name = f"{table_name}_raw"
-    if files:
-        # Files written before a column existed lack it: read by name, missing as null.
-        relation = con.read_parquet([str(path) for path in files], union_by_name=True)
-        con.register(raw_name, relation.select(select_list(SEGMENT_TABLES[table_name], relation.columns)))
-    else:
-        empty = SEGMENT_TABLES[table_name].empty_table()
-        con.register(raw_name, empty)
-    keys = DEDUPLICATE_ON.get(table_name)
-    if dedupe and keys:
-        # Identifiers come from the schema module's constants, never from input.
-        con.execute(
-            f"CREATE TEMP VIEW {table_name} AS SELECT * FROM {raw_name} {_dedupe_clause(keys)}"
-        )
-    else:
-        con.execute(f"CREATE TEMP VIEW {table_name} AS SELECT * FROM {raw_name}")
-
-
-def _register_samples(
-    con: duckdb.DuckDBPyConnection, store: Store, run_id: str, has_presentations: bool
-) -> None:
-    path = store.run_dir(run_id) / "samples.parquet"
-    if path.exists():
-        con.register("samples", con.read_parquet(str(path)))
-    elif has_presentations:
-        # A run whose recorder was given no sample table: the labels it trained on,
-        # with no injected noise to report.
-        con.execute(
-            "CREATE TEMP VIEW samples AS SELECT sample_id, any_value(label)::BIGINT AS label, "
-            "any_value(label)::BIGINT AS original_label, false AS label_noisy "
-            "FROM presentations GROUP BY sample_id"
-        )
-    else:
-        con.register("samples", SAMPLES.empty_table())
-
-
-#: The process's in-memory DuckDB database; every run query works on a cursor of it.
-SHARED_DATABASE = duckdb.connect()
-
-
-def run_connection(
-    store: Store, run_id: str, tables: Iterable[str] = tuple(SEGMENT_TABLES)
-) -> duckdb.DuckDBPyConnection:
-    """A cursor on the process's in-memory database with views ``samples`` and the requested
-    run tables, registered on the cursor alone (so threads never see each other's); close it
-    when done. One database per process: opening a fresh one per query cost more than most
-    queries (``benchmarks/bench_pages.py``)."""
-    info = store.run_info(run_id)
-    compacted = info.get("compacted", False)
-    dedupe = not compacted and int(info.get("world_size") or 1) > 1
-    tables = tuple(tables)
-    con = SHARED_DATABASE.cursor()
-    for table_name in tables:
-        _register_table(con, store, run_id, table_name, dedupe)
-    _register_samples(con, store, run_id, "presentations" in tables)
-    return con
-
-
-def query_run(
-    store: Store,
-    run_id: str,
-    sql_name: str,
-    parameters: dict[str, Any] | None = None,
-    tables: Iterable[str] = tuple(SEGMENT_TABLES),
-) -> pd.DataFrame:
-    """Run the named ``store/sql/<sql_name>.sql`` query against one run."""
-    sql = load_sql(sql_name)
-    tables = tuple(tables)
-
-    def run() -> pd.DataFrame:
-        con = run_connection(store, run_id, tables)
-        try:
-            return con.execute(sql, parameters or {}).df()
-        finally:
-            con.close()
-
-    try:
-        return retry_on_vanishing_files(run)
-    except (duckdb.Error, StoreError) as error:
-        damaged = store.damaged_file(run_id, tables)
-        if damaged is not None:
-            raise damaged from error
-        if isinstance(error, StoreError):
-            raise
-        raise StoreError(f"query {sql_name!r} failed on run {run_id!r}: {error}") from error
-
 
 
 # -- named queries -------------------------------------------------------------------
@@ -380,66 +259,6 @@ def _with_sample_keys(store: Store, run_ids: list[str], frame: pd.DataFrame) -> 
 # -- compaction ----------------------------------------------------------------------
 
 
-#: DuckDB settings of compaction: the memory it may hold before it spills to disk.
-COMPACTION_SETTINGS = {"memory_limit": "1GB", "threads": 2, "temp_directory": str(Path(tempfile.gettempdir()) / "trainmap-duckdb")}
-
-
-def _compaction_sql(table_name: str) -> str:
-    """The sorted, de-duplicated rows of a table, in its schema's column order and types.
-    Identifiers come from the schema module's constants, never from input."""
-    schema = SEGMENT_TABLES[table_name]
-    columns = select_list(schema, schema.names, cast=True)
-    order = ", ".join(COMPACT_ORDER[table_name])
-    keys = DEDUPLICATE_ON.get(table_name)
-    if keys:
-        return f"SELECT {columns} FROM {table_name}_raw {_dedupe_clause(keys)} ORDER BY {order}"
-    if "rank" not in schema.names:  # sample_keys: every rank may have written the same key
-        return f"SELECT DISTINCT {columns} FROM {table_name}_raw ORDER BY {order}"
-    return f"SELECT {columns} FROM {table_name}_raw ORDER BY {order}"
-
-
-def compact_run(store: Store, run_id: str) -> None:
-    """Merge a run's segments into one sorted, de-duplicated file per table.
-
-    Readers switch atomically: the compacted file appears (``os.replace``) before the
-    segments are removed, and readers prefer it; a reader that listed segments just
-    before they went retries (``retry_on_vanishing_files``). Then the per-sample
-    summary over all epochs is materialised.
-    """
-    run_path = store.run_dir(run_id)
-    pending = [t for t in SEGMENT_TABLES if not (run_path / f"{t}.parquet").exists()]
-    con = duckdb.connect(config=COMPACTION_SETTINGS)
-    try:
-        for table_name in pending:
-            _register_table(con, store, run_id, table_name, dedupe=False)
-            # DuckDB sorts and writes the file itself, streaming, spilling to its temporary
-            # directory past the memory limit: a run of any length compacts in bounded memory.
-            relation = con.sql(_compaction_sql(table_name))
-            with atomic_path(run_path / f"{table_name}.parquet") as tmp:
-                relation.write_parquet(str(tmp), compression="zstd")
-    except duckdb.Error as error:
-        raise store.damaged_file(run_id) or StoreError(f"compacting run {run_id!r} failed: {error}") from error
-    finally:
-        con.close()
-    store.update_run(run_id, compacted=True)
-    for table_name in SEGMENT_TABLES:
-        folder = run_path / table_name
-        if folder.is_dir():
-            for path in folder.iterdir():
-                path.unlink()
-            folder.rmdir()
-    summary = query_run(
-        store,
-        run_id,
-        "summary",
-        {"epoch_min": ALL_EPOCHS[0], "epoch_max": ALL_EPOCHS[1]},
-        tables=("presentations", "grand"),
-    )
-    write_parquet_atomic(
-        run_path / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False), compact=True
-    )
-
-
 def runs_table(store: Store) -> pd.DataFrame:
     """One row per run: its metadata and the metrics recorded so far."""
     rows = []
@@ -486,9 +305,12 @@ def dataset_inputs(store: Store, key: str, sample_ids: list[int]) -> dict[int, n
     con = duckdb.connect()
     try:
         con.read_parquet(str(path)).create_view("dataset")
+        ids = [int(s) for s in sample_ids]
+        # The range lets DuckDB skip the row groups (Store.write_dataset) that cannot match.
         frame = con.execute(
-            "SELECT sample_id, x, shape FROM dataset WHERE list_contains($ids, sample_id)",
-            {"ids": [int(s) for s in sample_ids]},
+            "SELECT sample_id, x, shape FROM dataset "
+            "WHERE sample_id BETWEEN $low AND $high AND list_contains($ids, sample_id)",
+            {"ids": ids, "low": min(ids), "high": max(ids)},
         ).df()
     finally:
         con.close()

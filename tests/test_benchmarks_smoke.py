@@ -74,3 +74,25 @@ def test_gpu_profile_script_on_cpu_finds_no_per_step_sync_and_catches_an_injecte
     assert len(found["unexpected_per_step_syncs"]) + len(found["chunk_step_syncs"]) == 23
     assert all(counts.get("aten::_local_scalar_dense", 0) >= 1
                for counts in found["unexpected_per_step_syncs"].values())
+
+
+def test_big_store_benchmark_on_a_tiny_run_measures_every_step(tmp_path):
+    out, report = tmp_path / "big.md", tmp_path / "big.json"
+    done = run(["benchmarks/bench_big_store.py", "--sizes", "3000x4", "--repeat", "1", "--work", str(tmp_path / "work"),
+                "-o", str(out), "--json", str(report)], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(report.read_text())["results"]
+    assert (result["samples"], result["epochs"], result["rows"]) == (3000, 4, 12_000)
+    ingest = result["ingest"]
+    assert ingest["segments"] == 4  # one chunk per epoch (3,000 rows < 65,536)
+    assert ingest["writer_cpu_seconds"] > 0 and ingest["baseline"]["rows"] == 12_000
+    assert result["run"] == {"status": "finished", "compacted": True}
+    assert 50 < result["compaction"]["peak_rss_mb"] < 4096 and result["compaction"]["seconds"] > 0
+    assert result["scores"]["rows"] == result["scores"]["summary_rows"] == 3000
+    dashboard = result["dashboard"]
+    assert 50 < dashboard["peak_rss_mb"] < 2048
+    assert set(dashboard["views"]) >= {"Runs", "Run · Samples + sample", "Curriculum (default preview)"}
+    assert all(view["cold"] > 0 for view in dashboard["views"].values())
+    assert set(result["labels"]) == {"predicted_live", "predicted_materialised", "suggested_live", "suggested_materialised"}
+    text = out.read_text()
+    assert "| 3,000 × 4 | 12,000 | 4 |" in text and "CPU cores" in text  # ingestion row; the machine described

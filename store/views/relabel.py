@@ -16,6 +16,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from store.compaction import first_half, materialised_suggested_labels
 from store.errors import StoreError
 from store.layout import Store
 from store.queries import query_run, retry_on_vanishing_files, run_connection
@@ -57,9 +58,7 @@ def default_relabel_epochs(store: Store, run_id: str) -> tuple[int, int] | None:
     recorded = recorded_epochs(store, run_id)
     if recorded is None:
         return None
-    low, high = recorded
-    count = high - low + 1
-    return low, low + (count + 1) // 2 - 1
+    return first_half(*recorded)
 
 
 def suggested_labels(store: Store, run_id: str, epochs: tuple[int, int] | None = None) -> pd.DataFrame:
@@ -76,6 +75,9 @@ def suggested_labels(store: Store, run_id: str, epochs: tuple[int, int] | None =
     low, high = int(epochs[0]), int(epochs[1])
     if low < 0 or high < low:
         raise ValueError(f"relabel epochs must be 0 <= first <= last, got {low}..{high}")
+    materialised = materialised_suggested_labels(store, run_id, (low, high))  # a compacted run's
+    if materialised is not None:
+        return materialised[list(SUGGESTED_COLUMNS)]
     frame = query_run(
         store, run_id, "suggested_labels", {"epoch_min": low, "epoch_max": high},
         tables=("presentations",),

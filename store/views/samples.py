@@ -9,6 +9,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from store.compaction import materialised_predicted_labels
 from store.errors import StoreError
 
 from store.layout import Store
@@ -66,7 +67,11 @@ def sample_id_range(store: Store, run_id: str) -> tuple[int, int] | None:
 
 def predicted_labels(store: Store, run_id: str) -> pd.DataFrame:
     """The class each sample was predicted as at its last presentation (columns sample_id,
-    predicted_label; Int64, NA where the run recorded no prediction, e.g. a per-sample loss)."""
+    predicted_label; Int64, NA where the run recorded no prediction, e.g. a per-sample loss).
+    A compacted run answers from the labels its compaction materialised (the same SQL)."""
+    materialised = materialised_predicted_labels(store, run_id)
+    if materialised is not None:
+        return materialised
     files = store.table_files(run_id, "presentations")
     if not files:
         return pd.DataFrame({"sample_id": pd.Series([], dtype="int64"),
