@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from store.errors import StoreError
 from store.files import atomic_path, write_parquet_atomic
 from store.layout import LABELS_FILE, Store
-from store.run_tables import ALL_EPOCHS, dedupe_clause, query_run, register_table
+from store.run_tables import ALL_EPOCHS, dedupe_clause, dedupe_tables, query_run, register_table
 from store.schema import COMPACT_ORDER, DEDUPLICATE_ON, SEGMENT_TABLES, select_list
 
 logger = logging.getLogger(__name__)
@@ -49,14 +49,15 @@ LABEL_COLUMNS = (
 _WINDOW_KEYS = (b"trainmap.suggested_epoch_min", b"trainmap.suggested_epoch_max")
 
 
-def compaction_sql(table_name: str) -> str:
-    """The sorted, de-duplicated rows of a table, in its schema's column order and types.
-    Identifiers come from the schema module's constants, never from input."""
+def compaction_sql(table_name: str, dedupe: bool = True) -> str:
+    """The sorted rows of a table, in its schema's column order and types, de-duplicated
+    across ranks when ``dedupe`` and the table has keys. Identifiers come from the schema
+    module's constants, never from input."""
     schema = SEGMENT_TABLES[table_name]
     columns = select_list(schema, schema.names, cast=True)
     order = ", ".join(COMPACT_ORDER[table_name])
     keys = DEDUPLICATE_ON.get(table_name)
-    if keys:
+    if keys and dedupe:
         return f"SELECT {columns} FROM {table_name}_raw {dedupe_clause(keys)} ORDER BY {order}"
     if "rank" not in schema.names:  # sample_keys: every rank may have written the same key
         return f"SELECT DISTINCT {columns} FROM {table_name}_raw ORDER BY {order}"
@@ -73,13 +74,14 @@ def compact_run(store: Store, run_id: str) -> None:
     """
     run_path = store.run_dir(run_id)
     pending = [t for t in SEGMENT_TABLES if not (run_path / f"{t}.parquet").exists()]
+    dedupe = dedupe_tables(store.run_info(run_id))
     con = duckdb.connect(config=COMPACTION_SETTINGS)
     try:
         for table_name in pending:
             register_table(con, store, run_id, table_name, dedupe=False)
             # DuckDB sorts and writes the file itself, streaming, spilling to its temporary
             # directory past the memory limit: a run of any length compacts in bounded memory.
-            relation = con.sql(compaction_sql(table_name))
+            relation = con.sql(compaction_sql(table_name, table_name in dedupe))
             with atomic_path(run_path / f"{table_name}.parquet") as tmp:
                 relation.write_parquet(str(tmp), compression="zstd")
     except duckdb.Error as error:

@@ -48,6 +48,18 @@ def retry_on_vanishing_files(function: Callable[[], T], attempts: int = 4) -> T:
     raise AssertionError("unreachable")
 
 
+#: run.json's flag that the run's presentations hold no padding draws of a distributed
+#: sampler (its recorder left them out, ``training.recording_padding``): every row stays,
+#: so a sample a curriculum repeats on two ranks in one epoch keeps both presentations
+PADDING_DROPPED = "padding_dropped"
+
+
+def dedupe_tables(info: dict) -> set[str]:
+    """The tables whose rows of several ranks are de-duplicated on read (``dedupe_clause``):
+    all that have keys, less the presentations of a run that dropped its padding."""
+    return {name for name in DEDUPLICATE_ON if not (name == "presentations" and info.get(PADDING_DROPPED))}
+
+
 def dedupe_clause(keys: tuple[str, ...]) -> str:
     """Drop DistributedSampler's padding duplicates: where several ranks presented the
     same sample in one epoch, keep the lowest rank's rows. A sample presented several
@@ -109,11 +121,11 @@ def run_connection(
     queries (``benchmarks/bench_pages.py``)."""
     info = store.run_info(run_id)
     compacted = info.get("compacted", False)
-    dedupe = not compacted and int(info.get("world_size") or 1) > 1
+    dedupe = dedupe_tables(info) if not compacted and int(info.get("world_size") or 1) > 1 else set()
     tables = tuple(tables)
     con = SHARED_DATABASE.cursor()
     for table_name in tables:
-        register_table(con, store, run_id, table_name, dedupe)
+        register_table(con, store, run_id, table_name, table_name in dedupe)
     register_samples(con, store, run_id, "presentations" in tables)
     return con
 

@@ -133,6 +133,8 @@ class DistributedCurriculumSampler(DistributedSampler):
         self.global_length = 0
         #: how many of this rank's draws in the epoch in progress are padding (its last ones)
         self.padded_draws = 0
+        self.real_draws = 0  # ... and how many are not (its first ones)
+        self.pass_start = 0  # the position this rank's pass over the epoch in progress began at
         self.resume: dict[str, Any] | None = None
 
     # -- ranks and sizes (DistributedSampler's attribute names) -------------------------
@@ -210,7 +212,16 @@ class DistributedCurriculumSampler(DistributedSampler):
         # padded draws sit at global indices len(order)..total-1: this rank's are its last
         real = range(rank, min(total, len(order)), num_replicas)
         self.padded_draws = len(range(rank, total, num_replicas)) - len(real)
+        self.real_draws = len(real)
         return pad_or_trim(order, total)[rank::num_replicas]
+
+    def unpadded_draws(self) -> int | None:
+        """This rank's draws of the epoch in progress that are not padding, counted from where
+        its pass began (a resumed pass starts mid-epoch); None before the first pass. The
+        recorder writes no row past them (``training.recording_padding``)."""
+        if self.in_progress is None:
+            return None
+        return max(0, self.real_draws - self.pass_start)
 
     def __len__(self) -> int:
         epoch = self.current_epoch()
@@ -225,7 +236,7 @@ class DistributedCurriculumSampler(DistributedSampler):
         if self.resume is not None and self.resume["epoch"] == epoch:
             start = int(self.resume["position"])
         self.resume = None
-        self.in_progress, self.position = epoch, start
+        self.in_progress, self.position, self.pass_start = epoch, start, start
         self.completed = None
         for position in positions[start:]:
             self.position += 1

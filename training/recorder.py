@@ -214,6 +214,11 @@ class DynamicsRecorder(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.recorder.epoch = trainer.current_epoch
+        # A distributed curriculum's padding draws are trained on but not recorded, so a
+        # sample the curriculum repeats across ranks keeps every presentation.
+        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        if callable(getattr(sampler, "unpadded_draws", None)):
+            self.recorder.drop_padding_of(sampler)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int

@@ -38,11 +38,13 @@ from store.layout import Store, utc_now
 from store.recording.messages import Configure, EpochTotals, Flush, RecordEpoch, RecordPresentations, WriteSegment
 from store.recording.process import WriterProcess
 from store.recording.rows import presentation_sums
+from store.run_tables import PADDING_DROPPED
 from training.batch import TrainingBatch
 from training.groups import GroupNames
 from training.recording_buffers import ChunkBuffer, StepBuffer, ValidationLoaders
 from training.recording_collectives import default_collectives
 from training.recording_outputs import presentation_columns
+from training.recording_padding import PaddingFilter
 from training.recording_runs import (Heartbeat, outcome_of, check_settings, create_run, device_of, resume_run,
                                      step_progress, store_folder)
 from training.recording_tensors import owning_layers, parameter_grad_norms
@@ -128,6 +130,7 @@ class Recorder:
         self.output_kind: str | None = None  # training.reduce.OUTPUT_KINDS, decided at the first batch
         self._chunk = ChunkBuffer(chunk_rows)
         self._chunks_sent = 0  # this epoch's, on this rank
+        self._padding = PaddingFilter()
         self._sums = np.zeros(4)  # this epoch's presentations, loss_sum, correct_sum, count
         self._steps = StepBuffer()
         self._validation = ValidationLoaders()
@@ -153,13 +156,11 @@ class Recorder:
         return self._store
 
     @property
-    def buffered_rows(self) -> int:
-        """Presentations held now, not yet sent to the writer (at most ``chunk_rows``)."""
+    def buffered_rows(self) -> int:  # presentations held now, not yet sent (at most ``chunk_rows``)
         return self._chunk.rows
 
     @property
-    def chunks_sent(self) -> int:
-        """Chunks of this epoch handed to the writer so far, on this rank."""
+    def chunks_sent(self) -> int:  # this epoch's chunks handed to the writer, on this rank
         return self._chunks_sent
 
     def __getstate__(self) -> dict[str, Any]:
@@ -171,6 +172,10 @@ class Recorder:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._writer = WriterProcess()
+
+    def drop_padding_of(self, sampler: Any) -> None:
+        """Write no row for the padding of ``sampler`` (``training.recording_padding``)."""
+        self._padding.watch(sampler, lambda: self.rank or self.store.update_run(self.run_id, **{PADDING_DROPPED: True}))
 
     def watch(self, model: torch.nn.Module) -> None:
         """Record the gradient norms of ``model``'s trainable parameters, per layer."""
@@ -236,6 +241,7 @@ class Recorder:
         self._steps.clear()
         self._chunks_sent = 0
         self._sums[:] = 0
+        self._padding.begin_epoch()
 
     def write_segment(self, table_name: str, part: str, columns: Mapping[str, np.ndarray]) -> None:
         """Have the writer write ``columns`` as one segment of ``table_name`` (GraNd's rows)."""
@@ -377,8 +383,9 @@ class Recorder:
 
     def _send_chunk(self, columns: dict[str, np.ndarray]) -> None:
         """Hand a chunk of this rank's presentations to the writer, which writes it at once."""
-        self._sums += presentation_sums(columns)
-        if self.run_id is None:
+        self._sums += presentation_sums(columns)  # what was trained on, padding included
+        columns = self._padding.trim(columns)
+        if self.run_id is None or not len(columns["sample_id"]):
             return
         part = f"r{self.rank:02d}-e{self.epoch:06d}-c{self._chunks_sent:05d}"
         keys = self._keys.take_new_columns()

@@ -70,8 +70,8 @@ def test_a_pruned_curriculum_under_ddp_presents_its_pool_once_per_epoch(parent, 
         presented = rows.loc[rows["epoch"] == epoch, "sample_id"]
         assert set(presented) == kept and presented.is_unique  # the pool, each sample once
     raw = raw_presentations(store, run_id)
-    # both ranks trained, on disjoint shares of the same epoch (compaction keeps one copy of
-    # the padding duplicate, so the shares sum to the pool)
+    # both ranks trained, on disjoint shares of the same epoch (the padding draw is trained
+    # on but not recorded, so the shares sum to the pool)
     per_rank = raw.groupby(["epoch", "rank"]).size().unstack()
     assert (per_rank.sum(axis=1) == len(kept)).all() and (per_rank.min(axis=1) >= len(kept) // 2).all()
     # what the ranks trained on: the pool, plus one padding draw when it is odd
@@ -102,3 +102,30 @@ def test_infobatch_under_ddp_plans_one_pool_for_both_ranks(parent, tmp_path):
         assert sorted(counts.index) == [0, 1] and abs(counts[0] - counts[1]) <= 1
     # the kept low-loss samples train with InfoBatch's 1 / (1 - r) rescaling
     assert set(rows.loc[rows["epoch"] > 0, "weight"].round(6)) <= {1.0, 2.0}
+
+
+@pytest.mark.slow
+def test_a_curriculum_that_repeats_samples_keeps_every_presentation_under_ddp(parent, tmp_path):
+    """--keep-steps draws a pruned pool as often as the whole dataset: the epoch repeats
+    samples, and a sample drawn on both ranks keeps both presentations (only the padding
+    draw is left out, by the recorder), as one process records it."""
+    store, parent_id = parent
+    path = tmp_path / "easy.parquet"
+    trainmap("curriculum", "--run", parent_id, "--score", "loss", "--strategy", "keep-easy", "--keep", "0.5",
+             "-o", str(path), "--store", str(store))
+    kept = set(load_curriculum(path).table.query("weight > 0")["sample_id"])
+    out = trainmap("train", "--task", "digits", "--model", "mlp", "--epochs", "2", "--devices", "2",
+                   "--strategy", "ddp", "--curriculum", str(path), "--keep-steps", "--no-progress",
+                   "--store", str(store))
+    run_id = run_id_of(out)
+    info = Store(store).run_info(run_id)
+    assert info["status"] == "finished" and info["padding_dropped"] is True
+    rows = dynamics(Store(store), run_id)
+    raw = raw_presentations(store, run_id)
+    for epoch in (0, 1):
+        presented = rows.loc[rows["epoch"] == epoch, "sample_id"]
+        assert len(presented) == NUM_TRAIN and set(presented) <= kept  # the single-process epoch's draws
+        assert presented.value_counts().max() > 1
+        ranks = raw[raw["epoch"] == epoch].groupby("sample_id")["rank"].nunique()
+        assert (ranks == 2).any()  # drawn on both ranks in one epoch: both rows kept
+    assert trained_per_epoch(store, run_id).tolist() == [NUM_TRAIN + NUM_TRAIN % 2] * 2  # + the padding draw
