@@ -223,12 +223,13 @@ def measure_size(samples: int, epochs: int, work: Path, repeat: int) -> dict[str
 
 def label_reads(root: Path, run_id: str) -> dict[str, float]:
     """Seconds of the sample panel's two per-sample label queries computed from the
-    presentations (as the views run them now) and read from the ``labels.parquet``
-    compaction materialised (``store.compaction``)."""
+    presentations (their SQL, as the views ran them before compaction materialised them)
+    and read from the ``labels.parquet`` compaction materialised (``store.compaction``,
+    what ``store.views`` read now for a compacted run)."""
     from store import Store
     from store.compaction import materialised_predicted_labels, materialised_suggested_labels
-    from store.views.relabel import default_relabel_epochs, suggested_labels
-    from store.views.samples import predicted_labels
+    from store.run_tables import query_run
+    from store.views.relabel import default_relabel_epochs
 
     store = Store(root)
     window = default_relabel_epochs(store, run_id)
@@ -239,9 +240,11 @@ def label_reads(root: Path, run_id: str) -> dict[str, float]:
             raise RuntimeError("no materialised labels")
         return time.perf_counter() - started
 
-    return {"predicted_live": seconds(lambda: predicted_labels(store, run_id)),
+    bounds = {"epoch_min": window[0], "epoch_max": window[1]}
+    return {"predicted_live": seconds(lambda: query_run(store, run_id, "predicted_labels", tables=("presentations",))),
             "predicted_materialised": seconds(lambda: materialised_predicted_labels(store, run_id)),
-            "suggested_live": seconds(lambda: suggested_labels(store, run_id, window)),
+            "suggested_live": seconds(lambda: query_run(store, run_id, "suggested_labels", bounds,
+                                                        tables=("presentations",))),
             "suggested_materialised": seconds(lambda: materialised_suggested_labels(store, run_id, window))}
 
 
@@ -341,9 +344,10 @@ def markdown(results: list[dict[str, Any]], repeat: int, command: str) -> str:
         b = r["labels"]
         lines.append(f"| {r['samples']:,} × {r['epochs']} | {b['predicted_live']:.2f} | {b['predicted_materialised']:.2f} | "
                      f"{b['suggested_live']:.2f} | {b['suggested_materialised']:.2f} |")
-    lines += ["", "\"scan\": `store.views.samples.predicted_labels` and `store.views.relabel.suggested_labels` "
-              "(default window) as the sample panel calls them today; \"read\": the same frames from the "
-              "`labels.parquet` that compaction now materialises (`store.compaction`).", ""]
+    lines += ["", "\"scan\": the SQL of `store.views.samples.predicted_labels` and `store.views.relabel."
+              "suggested_labels` (default window) over the presentations, as the sample panel ran them before; "
+              "\"read\": the same frames from the `labels.parquet` that compaction materialises "
+              "(`store.compaction`), which those views read for a compacted run (the dashboard tables above).", ""]
     return "\n".join(lines)
 
 
