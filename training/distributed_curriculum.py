@@ -238,9 +238,12 @@ class DistributedCurriculumSampler(DistributedSampler):
         self.resume = None
         self.in_progress, self.position, self.pass_start = epoch, start, start
         self.completed = None
-        for position in positions[start:]:
+        last = len(positions) - 1
+        for index in range(start, len(positions)):
             self.position += 1
-            yield int(position)
+            if index == last:  # handed out the pass's last draw (see CurriculumSampler.__iter__)
+                self.completed = epoch
+            yield int(positions[index])
         self.completed = epoch
 
     # -- checkpoints ---------------------------------------------------------------------
