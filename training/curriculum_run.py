@@ -37,6 +37,7 @@ parameters not in the file take the defaults of ``store.curriculum.registry``):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -92,6 +93,9 @@ class CurriculumSampler(Sampler[int]):
         self.epoch = 0
         self._iterated: int | None = None
         self._cache: tuple[int, np.ndarray] | None = None
+        #: ``max_epochs -> expected draws per epoch`` when an online rule shortens epochs
+        #: (InfoBatch): what the one-cycle schedule is sized for (``expected_fit_steps``)
+        self.expected_lengths: Callable[[int], list[int]] | None = None
 
     @classmethod
     def from_file(
@@ -154,10 +158,20 @@ class CurriculumSampler(Sampler[int]):
         self.epoch = epoch
         pool = self.eligible(epoch)
         length = len(self)
-        self._iterated = epoch
+        self._iterated = None  # while the pass runs, len() is this epoch's (Lightning asks mid-pass)
         rng = np.random.default_rng([self.seed, epoch])
         order = [rng.permutation(pool) for _ in range(max(1, math.ceil(length / len(pool))))]
-        yield from (int(i) for i in np.concatenate(order)[:length])
+        draws = np.concatenate(order)[:length]
+        if not len(draws):
+            self._iterated = epoch
+            return
+        for position in draws[:-1]:
+            yield int(position)
+        # The pass is whole once its last draw is handed out: a loader that stops after
+        # len(self) draws (Lightning does, when the epoch fills its last batch exactly)
+        # never resumes the generator past it, and the next len() must be the next epoch's.
+        self._iterated = epoch
+        yield int(draws[-1])
 
 
 class LatestLoss:
@@ -260,6 +274,7 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
     plan = None
     latest = None
     reload_every = 0
+    expected = None
     num_samples = n if (getattr(config, "keep_steps", False) or start is not None) else None
 
     if rule == "loss-reweight":
@@ -281,6 +296,7 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
 
             if num_samples is None:
                 reload_every = 1
+                expected = functools.partial(infobatch_epoch_lengths, n, prune_ratio=prune_ratio, delta=delta)
         else:
             pacing = params  # the keyword arguments of pacing_fraction
             start_rank = np.zeros(n) if start is None else start.astype(float)
@@ -300,6 +316,7 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
     needs_sampler = plan is not None or start is not None or num_samples is not None or (base == 0).any()
     if needs_sampler:
         sampler = CurriculumSampler(base, start, num_samples=num_samples, seed=seed, plan=plan)
+        sampler.expected_lengths = expected
     parent = (curriculum.metadata.get("source_runs") or [None])[0]
     return CurriculumAttachment(
         curriculum=curriculum,
@@ -312,3 +329,61 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
         relabelled=relabelled,
         latest_loss=latest,
     )
+
+
+# -- the learning-rate schedule of an online rule's shorter epochs ------------------------
+
+#: InfoBatch's expected share of samples whose latest loss is below the mean, used to size the
+#: schedule before any loss is known. Per-sample losses are right-skewed (a few hard samples,
+#: many easy ones), so the mean lies above the median and the share is usually above one half:
+#: 0.5 sizes the schedule for at least as many steps as most epochs take. An epoch that
+#: takes more holds the final learning rate (``HeldOneCycleLR``).
+BELOW_MEAN_SHARE = 0.5
+
+
+def infobatch_epoch_lengths(n: int, max_epochs: int, *, prune_ratio: float, delta: float,
+                            below_mean: float = BELOW_MEAN_SHARE) -> list[int]:
+    """The expected draws of each of ``max_epochs`` InfoBatch epochs over ``n`` samples: the
+    first epoch (no losses yet) and those from ``delta * max_epochs`` on (annealing) draw all
+    ``n``; the others drop ``prune_ratio`` of the ``below_mean`` share (Qin et al. 2024 size the
+    schedule for the pruned epochs, so that it ends when training does)."""
+    pruned = round(n * (1.0 - prune_ratio * below_mean))
+    return [pruned if 0 < epoch < delta * max_epochs else n for epoch in range(max_epochs)]
+
+
+def expected_fit_steps(trainer: Any) -> int | None:
+    """The optimisation steps of a fit whose training sampler is a ``CurriculumSampler`` with
+    ``expected_lengths`` (directly or wrapped by ``DistributedCurriculumSampler``), per rank
+    and after gradient accumulation; ``None`` for any other fit (the trainer's own estimate
+    then holds). Call it after ``trainer.estimated_stepping_batches`` (which loads the
+    training data)."""
+    loader = getattr(trainer, "train_dataloader", None)
+    outer = getattr(loader, "sampler", None)
+    inner = getattr(outer, "sampler", outer)
+    if not isinstance(inner, CurriculumSampler) or inner.expected_lengths is None:
+        return None
+    replicas = int(getattr(outer, "num_replicas", 1) or 1)
+    batch = int(loader.batch_size or 1)
+    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+    steps = 0
+    for length in inner.expected_lengths(int(trainer.max_epochs)):
+        per_rank = math.ceil(length / replicas)
+        batches = per_rank // batch if loader.drop_last else math.ceil(per_rank / batch)
+        steps += math.ceil(batches / accumulate)
+    return max(steps, 1)
+
+
+class HeldOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
+    """A one-cycle schedule sized for an online rule's expected steps. If the run takes more
+    steps than expected (its epochs were pruned less), it stays at the schedule's final
+    learning rate instead of stopping the run."""
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        if self.last_epoch < self.total_steps:
+            return super().get_lr()
+        reached = self.last_epoch  # the cycle's last step is total_steps - 1
+        self.last_epoch = self.total_steps - 1
+        try:
+            return super().get_lr()
+        finally:
+            self.last_epoch = reached

@@ -129,7 +129,19 @@ class Classifier(L.LightningModule):
             # an online rule's epochs change length (InfoBatch), and the loader a resumed run
             # starts with is not the one the first fit planned from.
             total_steps = round(planned["total_steps"] * int(self.trainer.max_epochs) / planned["epochs"])
-        config = one_cycle_adamw(self, self.lr, self.weight_decay, total_steps=total_steps)
+        # An online rule that shortens epochs (InfoBatch) sizes the schedule for the epochs it
+        # expects, so the one-cycle schedule ends when training does (Qin et al. 2024); the
+        # trainer's estimate would take every epoch at the first epoch's full length.
+        from training.curriculum_run import HeldOneCycleLR, expected_fit_steps
+
+        estimate = int(self.trainer.estimated_stepping_batches)  # loads the training data
+        rule_steps = expected_fit_steps(self.trainer)
+        if rule_steps is None:
+            config = one_cycle_adamw(self, self.lr, self.weight_decay, total_steps=total_steps or estimate)
+        else:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            scheduler = HeldOneCycleLR(optimizer, max_lr=self.lr, total_steps=total_steps or rule_steps)
+            config = {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         self._planned_steps = config["lr_scheduler"]["scheduler"].total_steps
         if resumed is not None:
             from training.resume import fit_schedule_to
