@@ -19,7 +19,7 @@ $(BIN)/python:
 	@mkdir -p .make && touch $@
 
 .make/install-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[train,hf,dev,spark]'
+	$(BIN)/pip install --quiet -e '.[train,hf,dev,spark,report]'
 	@mkdir -p .make && touch $@ .make/install
 
 # Debian's Chromium for the browser test (never `playwright install`: it downloads).

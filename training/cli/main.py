@@ -13,10 +13,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from training.cli import curriculum, dynamics, jobs, repair, runs, scores, train, ui
+from training.cli import curriculum, dynamics, evidence, jobs, repair, runs, scores, train, ui
 from training.cli.common import CliError
 
-COMMANDS = (train, runs, scores, dynamics, curriculum, repair, ui, jobs)
+COMMANDS = (train, runs, scores, dynamics, curriculum, repair, ui, jobs, evidence)
 
 
 class OneLineParser(argparse.ArgumentParser):
