@@ -110,3 +110,18 @@ def test_evidence_refuses_bad_input_in_one_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "training.cli", "evidence", "--only", "nothing"], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_record_whose_run_is_not_in_this_store_is_redone_before_its_dependants(tmp_path):
+    """Committed records name runs of the machine that made them: on a fresh store, an
+    experiment that needs such a run (a curriculum built from it) has it trained again."""
+    from training.evidence.plan import CONFIGS, build_plan
+    from training.evidence.records import Records
+    from training.evidence.runner import Runner
+
+    config = CONFIGS["tiny"]()
+    plan = build_plan(config, 1)
+    records = Records(tmp_path / "evidence")
+    runner = Runner(tmp_path / "store", records, plan, config, progress=False)
+    assert runner.has_run({"run_id": "20261204-052120-27b949"}) is False  # not in this store
+    assert runner.has_run({"auroc": 0.9}) is True  # cv, plain, analysis: nothing in a store

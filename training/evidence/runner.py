@@ -96,8 +96,12 @@ class Runner:
         run_id = result.get("run_id")
         if run_id is None:
             return True  # cv, plain, analysis: nothing in the store
-        path = self.store.run_dir(run_id) / "run.json"
-        return path.exists() and self.store.run_info(run_id).get("status") == "finished"
+        from store.errors import RunNotFoundError
+
+        try:  # a record committed from another machine names a run this store lacks
+            return self.store.run_info(run_id).get("status") == "finished"
+        except RunNotFoundError:
+            return False
 
     def run_id(self, key: str) -> str:
         result = self.records.result(key)
