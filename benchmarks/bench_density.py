@@ -286,10 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, sizes = page_rows(run_a, run_b, box, args.repeat)
     lines += ["", f"### Pages (`AppTest.run()`, whole script incl. Streamlit overhead, median of {args.repeat})",
               "", "| view | cold s | warm s | cold within 1 s |", "|---|---|---|---|", *rows]
-    lines += ["", "Over 1 s cold, outside the density's own reads: *open a sample* — the sample view's first "
-              "read of the run computes every sample's suggested and last-predicted label "
-              "(`store.views.relabel`, `store.views.samples`, over all presentation rows; cached after); "
-              "*Compare* — `score_agreement`'s Spearman correlation and top-k overlap over every joined sample."]
+    lines += ["", "What a cold view reads besides the density: *open a sample* — the sample view's first read "
+              "of the run, every sample's suggested and last-predicted label (`labels.parquet`, which "
+              "compaction materialises; `store.views.relabel`, `store.views.samples`); *Compare* — "
+              "`score_agreement`'s Spearman correlation and top-k overlap over every joined sample."]
     lines += ["", "### What the browser gets (bytes of each figure's JSON)", "", "| figure | bytes |", "|---|---|"]
     lines += [f"| {title} | {size:,} |" for title, size in sizes.items()]
     if args.screenshot is not None:
