@@ -1,5 +1,5 @@
 """The numbers the evidence sections compute from runs in the store: noise detection by each
-score, rank stability, GraNd at initialisation. Torch-free (store and NumPy only)."""
+score, rank stability, GraNd at initialisation. Torch-free (the store, NumPy, scikit-learn and SciPy)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,14 @@ STABILITY_SCORES = ("el2n", "grand", "aum", "forgetting_events")
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``score`` (higher = more likely positive); ties count half
-    (the Mann-Whitney U statistic over average ranks)."""
-    score = np.asarray(score, dtype=float)
+    """Area under the ROC curve of ``score`` (higher = more likely positive; ties count half,
+    scikit-learn's ``roc_auc_score``); NaN when one class is absent."""
+    from sklearn.metrics import roc_auc_score
+
     positive = np.asarray(positive, dtype=bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
+    if positive.all() or not positive.any():
         return float("nan")
-    ranks = pd.Series(score).rank(method="average").to_numpy()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, np.asarray(score, dtype=float)))
 
 
 def detection(score: np.ndarray, positive: np.ndarray) -> dict[str, float]:
@@ -81,12 +80,14 @@ def init_grand(store: Any, run_ids: list[str]) -> pd.DataFrame:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    a = pd.Series(np.asarray(a, dtype=float))
-    b = pd.Series(np.asarray(b, dtype=float))
-    keep = a.notna() & b.notna()
+    """Spearman rank correlation (SciPy's) over the pairs where both are known; NaN under 3 pairs."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = ~np.isnan(a) & ~np.isnan(b)
     if keep.sum() < 3:
         return float("nan")
-    return float(a[keep].rank().corr(b[keep].rank()))
+    return float(spearmanr(a[keep], b[keep]).statistic)
 
 
 def stability(summaries: dict[str, list[pd.DataFrame]], model: str, other: str | None) -> dict[str, dict[str, float]]:
