@@ -337,7 +337,7 @@ def attach_curriculum(config: Any, dataset: Any, *, task_name: str, batch_size: 
 #: schedule before any loss is known. Per-sample losses are right-skewed (a few hard samples,
 #: many easy ones), so the mean lies above the median and the share is usually above one half:
 #: 0.5 sizes the schedule for at least as many steps as most epochs take. An epoch that
-#: takes more holds the final learning rate (``HeldOneCycleLR``).
+#: takes more holds the final learning rate (``training.module.HeldOneCycleLR``).
 BELOW_MEAN_SHARE = 0.5
 
 
@@ -371,19 +371,3 @@ def expected_fit_steps(trainer: Any) -> int | None:
         batches = per_rank // batch if loader.drop_last else math.ceil(per_rank / batch)
         steps += math.ceil(batches / accumulate)
     return max(steps, 1)
-
-
-class HeldOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
-    """A one-cycle schedule sized for an online rule's expected steps. If the run takes more
-    steps than expected (its epochs were pruned less), it stays at the schedule's final
-    learning rate instead of stopping the run."""
-
-    def get_lr(self) -> list[float]:  # type: ignore[override]
-        if self.last_epoch < self.total_steps:
-            return super().get_lr()
-        reached = self.last_epoch  # the cycle's last step is total_steps - 1
-        self.last_epoch = self.total_steps - 1
-        try:
-            return super().get_lr()
-        finally:
-            self.last_epoch = reached

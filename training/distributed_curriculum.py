@@ -244,7 +244,7 @@ class DistributedCurriculumSampler(DistributedSampler):
             if index == last:  # handed out the pass's last draw (see CurriculumSampler.__iter__)
                 self.completed = epoch
             yield int(positions[index])
-        self.completed = epoch
+        self.completed = epoch  # also a pass resumed at its end, which draws nothing
 
     # -- checkpoints ---------------------------------------------------------------------
 

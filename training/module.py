@@ -132,16 +132,12 @@ class Classifier(L.LightningModule):
         # An online rule that shortens epochs (InfoBatch) sizes the schedule for the epochs it
         # expects, so the one-cycle schedule ends when training does (Qin et al. 2024); the
         # trainer's estimate would take every epoch at the first epoch's full length.
-        from training.curriculum_run import HeldOneCycleLR, expected_fit_steps
+        from training.curriculum_run import expected_fit_steps
 
         estimate = int(self.trainer.estimated_stepping_batches)  # loads the training data
         rule_steps = expected_fit_steps(self.trainer)
-        if rule_steps is None:
-            config = one_cycle_adamw(self, self.lr, self.weight_decay, total_steps=total_steps or estimate)
-        else:
-            optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            scheduler = HeldOneCycleLR(optimizer, max_lr=self.lr, total_steps=total_steps or rule_steps)
-            config = {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        config = one_cycle_adamw(self, self.lr, self.weight_decay, total_steps=total_steps or rule_steps or estimate,
+                                 hold_final=rule_steps is not None)
         self._planned_steps = config["lr_scheduler"]["scheduler"].total_steps
         if resumed is not None:
             from training.resume import fit_schedule_to
@@ -155,14 +151,33 @@ PLANNED_SCHEDULE_KEY = "trainmap_planned_schedule"
 
 
 def one_cycle_adamw(module: L.LightningModule, lr: float, weight_decay: float,
-                    total_steps: int | None = None) -> dict[str, Any]:
+                    total_steps: int | None = None, hold_final: bool = False) -> dict[str, Any]:
     """AdamW with a one-cycle schedule peaking at ``lr`` over the whole fit, stepped per batch:
-    over ``total_steps``, by default the trainer's estimate of the fit's steps."""
+    over ``total_steps``, by default the trainer's estimate of the fit's steps. ``hold_final``:
+    a schedule sized from an expectation (an online rule's epochs) holds its final rate past
+    its end (``HeldOneCycleLR``) where a plain one raises."""
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     if total_steps is None:
         total_steps = int(module.trainer.estimated_stepping_batches)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, 1))
+    schedule = HeldOneCycleLR if hold_final else torch.optim.lr_scheduler.OneCycleLR
+    scheduler = schedule(optimizer, max_lr=lr, total_steps=max(total_steps, 1))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class HeldOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
+    """A one-cycle schedule sized for an online rule's expected steps. If the run takes more
+    steps than expected (its epochs were pruned less), it stays at the schedule's final
+    learning rate instead of stopping the run."""
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        if self.last_epoch < self.total_steps:
+            return super().get_lr()
+        reached = self.last_epoch  # the cycle's last step is total_steps - 1
+        self.last_epoch = self.total_steps - 1
+        try:
+            return super().get_lr()
+        finally:
+            self.last_epoch = reached
 
 
 class SequenceDataset(Dataset):

@@ -25,7 +25,8 @@ class PaddingFilter:
 
     def __init__(self) -> None:
         self.source: Callable[[], int | None] | None = None
-        self.mark: Callable[[], None] | None = None  # records the run's flag, once
+        self.mark: Callable[[], None] | None = None  # records the run's flag, once per run
+        self.marked = False
         self.limit: int | None = None
         self.seen = 0
 
@@ -35,8 +36,8 @@ class PaddingFilter:
     def watch(self, sampler: Any, mark: Callable[[], None]) -> None:
         """Drop ``sampler``'s padding (it has ``unpadded_draws()``: this rank's draws of the
         epoch in progress that are not padding, from where its pass started); ``mark`` is
-        called before the first rows are written."""
-        self.source, self.mark = sampler.unpadded_draws, mark
+        called before the first rows are written, once (every epoch watches again)."""
+        self.source, self.mark = sampler.unpadded_draws, (None if self.marked else mark)
 
     def begin_epoch(self) -> None:
         self.limit, self.seen = None, 0
@@ -47,7 +48,7 @@ class PaddingFilter:
             return columns
         if self.mark is not None:
             self.mark()
-            self.mark = None
+            self.mark, self.marked = None, True
         if self.limit is None:  # asked at the first chunk: by then the epoch's pass has begun
             self.limit = self.source()
         rows = len(columns["sample_id"])

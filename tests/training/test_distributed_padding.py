@@ -80,3 +80,15 @@ def test_without_a_sampler_every_row_is_kept_and_drop_last_has_no_padding():
     sampler.set_epoch(0)
     assert recorded(sampler, 4) == list(DistributedCurriculumSampler(
         curriculum(61), num_replicas=4, rank=3, drop_last=True))
+
+
+def test_the_run_is_marked_once_however_many_epochs_watch_the_sampler():
+    marks = []
+    padding = PaddingFilter()
+    sampler = DistributedCurriculumSampler(curriculum(61), num_replicas=2, rank=0)
+    for epoch in range(3):  # the recorder watches the sampler again at every epoch start
+        padding.watch(sampler, lambda: marks.append(True))
+        padding.begin_epoch()
+        sampler.set_epoch(epoch)
+        padding.trim({"sample_id": np.asarray(list(sampler))})
+    assert marks == [True]

@@ -13,7 +13,8 @@ import torch
 
 from store import Store, steps
 from store.curriculum import build_curriculum, save_curriculum
-from training.curriculum_run import BELOW_MEAN_SHARE, HeldOneCycleLR, infobatch_epoch_lengths
+from training.curriculum_run import BELOW_MEAN_SHARE, infobatch_epoch_lengths
+from training.module import HeldOneCycleLR
 
 pytest.importorskip("lightning")
 
