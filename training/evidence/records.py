@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from store.files import write_text_atomic
 from training.evidence.plan import Experiment
 
 
@@ -45,7 +45,5 @@ class Records:
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         path = self.path(experiment.key)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(record, indent=1, sort_keys=True, default=float) + "\n")
-        os.replace(temporary, path)
+        write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True, default=float) + "\n")
         return path
